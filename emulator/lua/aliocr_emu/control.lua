@@ -1,0 +1,125 @@
+-- The control endpoint, on a listener of its own (the API listener cannot
+-- reach it). JSON in, JSON out:
+--
+--   GET    /health        {"ok":true}
+--   GET    /settings      the settings in force
+--   POST   /settings      change latency_ms, backend_timeout_ms, rate, quota,
+--                         quotas ({credential: n|false}), errors, fetch
+--   GET    /faults        the fault rules with their hits and uses left
+--   POST   /faults        add a rule (an object) or rules (an array)
+--   DELETE /faults        remove every rule
+--   GET    /ledger        billed calls, requests and quota per credential
+--   GET    /requests      the request log (?since=N for entries after seq N)
+--   GET    /connections   TCP connections accepted by the API listeners
+--   POST   /reset         forget everything since the launch
+local cjson = require("cjson.safe")
+local faults = require("aliocr_emu.faults")
+local state = require("aliocr_emu.state")
+
+local M = {}
+
+local function send(status, value)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print(cjson.encode(value), "\n")
+  return ngx.exit(ngx.OK)
+end
+
+-- cjson writes an empty table as {}; a list must stay a list.
+local function send_list(list)
+  if #list == 0 then
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print("[]\n")
+    return ngx.exit(ngx.OK)
+  end
+  return send(200, list)
+end
+
+local function bad(msg) return send(400, { error = msg }) end
+
+local function json_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then return nil, "a JSON body is required" end
+  local value, err = cjson.decode(body)
+  if value == nil then return nil, "bad JSON: " .. tostring(err) end
+  return value
+end
+
+local function settings_view()
+  local s = state.settings()
+  local view = {}
+  for _, k in ipairs({ "latency_ms", "backend_timeout_ms", "rate", "errors", "fetch",
+                       "backend", "max_body", "paths" }) do
+    view[k] = s[k]
+  end
+  view.quota = s.quota or cjson.null
+  view.quotas = s.quotas or cjson.null
+  return view
+end
+
+local routes = {}
+
+routes["GET /health"] = function() return send(200, { ok = true }) end
+
+routes["GET /settings"] = function() return send(200, settings_view()) end
+
+routes["POST /settings"] = function()
+  local changes, err = json_body()
+  if type(changes) ~= "table" then return bad(err or "settings are a JSON object") end
+  local ok
+  ok, err = state.update_settings(changes)
+  if not ok then return bad(err) end
+  return send(200, settings_view())
+end
+
+routes["GET /faults"] = function()
+  local list = {}
+  for i, r in ipairs(state.faults()) do
+    local view = {}
+    for k, v in pairs(r) do view[k] = v end
+    view.hits, view.left = state.fault_counts(r)
+    list[i] = view
+  end
+  return send_list(list)
+end
+
+routes["POST /faults"] = function()
+  local rules, err = json_body()
+  if type(rules) ~= "table" then return bad(err or "a fault is a JSON object") end
+  if rules.mode ~= nil then rules = { rules } end
+  if #rules == 0 then return bad("no fault given") end
+  for i, r in ipairs(rules) do
+    local why = faults.check(r)
+    if why then return bad("fault " .. i .. ": " .. why) end
+  end
+  return send(200, { ids = state.add_faults(rules) })
+end
+
+routes["DELETE /faults"] = function()
+  state.clear_faults()
+  return send(200, { ok = true })
+end
+
+routes["GET /ledger"] = function() return send(200, state.ledger()) end
+
+routes["GET /requests"] = function()
+  local since = ngx.var.arg_since
+  if since and not since:find("^%d+$") then return bad("since must be a number") end
+  return send_list(state.requests(tonumber(since)))
+end
+
+routes["GET /connections"] = function() return send(200, state.connections()) end
+
+routes["POST /reset"] = function()
+  state.reset()
+  return send(200, { ok = true })
+end
+
+function M.handle()
+  local route = routes[ngx.req.get_method() .. " " .. ngx.var.uri]
+  if not route then return send(404, { error = "no such control route" }) end
+  return route()
+end
+
+return M

@@ -1,0 +1,170 @@
+-- The API listener: the gateway's checks in order, then the vendor's answer.
+--
+--   1. body size                       413 Request body too Large
+--   2. path, then method               Invalid Url / Invalid HttpMethod
+--   3. content type                    Unsupported Multipart
+--   4. credentials and signature       see auth.lua
+--   5. rate limit per credential       403 Throttled by APP Flow Control
+--   6. quota per credential            403 Quota Exhausted
+--   7. a fault rule, if one matches    see faults.lua
+--   8. added latency, backend timeout  504 Async Service
+--   9. the vendor                      200, or 666 {"ok":0,"msg":...}
+--
+-- The log phase settles the bill (2xx is billed, nothing else is), counts
+-- connections and writes the request log.
+local auth = require("aliocr_emu.auth")
+local faults = require("aliocr_emu.faults")
+local reply = require("aliocr_emu.reply")
+local state = require("aliocr_emu.state")
+local vendor = require("aliocr_emu.vendor")
+
+local M = {}
+
+local LOG_BODY_MAX = 65536
+
+local random = math.random
+local function uuid()
+  return string.format("%04X%04X-%04X-4%03X-%04X-%04X%04X%04X",
+    random(0, 0xffff), random(0, 0xffff), random(0, 0xffff), random(0, 0xfff),
+    random(0x8000, 0xbfff), random(0, 0xffff), random(0, 0xffff), random(0, 0xffff))
+end
+
+function M.init_worker()
+  math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
+end
+
+--- The request's X-Ca-Request-Id (made on first use).
+local function request_id(ctx)
+  if not ctx.request_id then ctx.request_id = uuid() end
+  return ctx.request_id
+end
+
+--- header_filter_by_lua: X-Ca-Request-Id on every response of the API
+-- listener, nginx's own error pages included.
+function M.header_filter()
+  ngx.header["X-Ca-Request-Id"] = request_id(ngx.ctx)
+end
+
+local function form_params(headers, body)
+  local ct = headers["content-type"]
+  if type(ct) == "table" then ct = ct[1] end
+  if body == "" or not ct or not ct:lower():find("^%s*application/x%-www%-form%-urlencoded") then
+    return {}
+  end
+  return ngx.decode_args(body, 0)
+end
+
+local function merged(query, form)
+  local params = {}
+  for k, v in pairs(form) do params[k] = v end
+  for k, v in pairs(query) do if params[k] == nil then params[k] = v end end
+  return params
+end
+
+function M.handle()
+  local ctx = ngx.ctx
+  local s = state.settings()
+  ctx.api_request = true
+  request_id(ctx)
+
+  local method = ngx.req.get_method()
+  local length = tonumber(ngx.var.http_content_length)
+  if length and length > s.max_body then return reply.gateway_error("body_too_large", s.errors) end
+  local body = ""
+  if method ~= "GET" and method ~= "HEAD" then
+    ngx.req.read_body()
+    body = ngx.req.get_body_data() or ""
+    if body == "" and ngx.req.get_body_file() then
+      return reply.gateway_error("body_too_large", s.errors)
+    end
+  end
+  ctx.body = body
+
+  local path = ngx.var.uri
+  local api = s.api_by_path[path]
+  ctx.api = api
+  if not api then return reply.gateway_error("invalid_url", s.errors, method .. " " .. path) end
+  if method ~= "GET" and method ~= "POST" then
+    return reply.gateway_error("invalid_method", s.errors, method)
+  end
+  local headers = ngx.req.get_headers(0)
+  local ct = headers["content-type"]
+  if type(ct) == "string" and ct:lower():find("^%s*multipart/") then
+    return reply.gateway_error("unsupported_multipart", s.errors)
+  end
+
+  local query = ngx.req.get_uri_args(0)
+  local form = form_params(headers, body)
+  local cred, how, detail = auth.check({
+    method = method, path = path, headers = headers, query = query, form = form, body = body,
+  })
+  if not cred then return reply.gateway_error(how, s.errors, detail) end
+  ctx.credential, ctx.auth = cred, how
+
+  if not state.within_rate(cred, s.rate) then
+    ctx.settle = true
+    return reply.gateway_error("throttled_app", s.errors)
+  end
+  ctx.settle = true
+  if not state.reserve_quota(cred, state.quota_for(s, cred)) then
+    return reply.gateway_error("quota_exhausted", s.errors)
+  end
+  ctx.reserved = true
+
+  local params = merged(query, form)
+  ctx.params = params
+  local function answer() return vendor.answer(api, params, s) end
+  local function go()
+    local wait = s.latency_ms
+    if wait > 0 and wait >= s.backend_timeout_ms then
+      ngx.sleep(s.backend_timeout_ms / 1000)
+      return reply.gateway_error("async_service", s.errors)
+    end
+    if wait > 0 then ngx.sleep(wait / 1000) end
+    local status, json = answer()
+    return reply.send(status, json, reply.JSON)
+  end
+
+  local fault = faults.pick(api, cred)
+  ctx.fault = fault and fault.mode
+  if fault then return faults.run(fault, answer, go, s) end
+  return go()
+end
+
+--- log_by_lua: billing, connection count and the request log.
+function M.log()
+  local ctx = ngx.ctx
+  local status = ngx.status
+  local billed = ctx.settle and status >= 200 and status <= 299 or false
+  if ctx.settle then state.settle(ctx.credential, ctx.reserved, billed) end
+  -- Only API requests count: the backend's own image downloads (from
+  -- /images/ on this listener) are not the client's connections.
+  if not ctx.api_request then return end
+  if tonumber(ngx.var.connection_requests) == 1 then
+    state.count_connection(ngx.var.https == "on" and "https" or "http")
+  end
+  local body = ctx.body or ""
+  state.log_request({
+    time = ngx.req.start_time(),
+    request_id = ctx.request_id,
+    method = ngx.req.get_method(),
+    uri = ngx.var.request_uri,
+    path = ngx.var.uri,
+    api = ctx.api,
+    scheme = ngx.var.scheme,
+    http_version = ngx.req.http_version(),
+    headers = ngx.req.get_headers(0, true),
+    body = #body > LOG_BODY_MAX and body:sub(1, LOG_BODY_MAX) or body,
+    body_bytes = #body,
+    params = ctx.params,
+    credential = ctx.credential,
+    auth = ctx.auth,
+    fault = ctx.fault,
+    status = status,
+    billed = billed,
+    connection = tonumber(ngx.var.connection),
+    connection_requests = tonumber(ngx.var.connection_requests),
+  })
+end
+
+return M

@@ -1,0 +1,154 @@
+-- Starts and stops bin/aliocr-emulator for specs: on free ports, with a
+-- scratch TMPDIR of its own, so that a spec can check that nothing (no
+-- process, no file) is left behind after it stops.
+local socket = require("socket")
+local http = require("helpers.http")
+
+local M = {}
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+M.root = capture("pwd"):gsub("%s+$", "")
+M.bin = M.root .. "/bin/aliocr-emulator"
+
+-- A process is alive while /proc has it in a state other than zombie (a
+-- zombie is dead, only not reaped yet by its new parent).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local stat = f:read("a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z"
+end
+M.alive = alive
+
+local function pids(cmd)
+  local list = {}
+  for pid in capture(cmd .. " 2>/dev/null"):gmatch("%d+") do list[#list + 1] = pid end
+  return list
+end
+
+local Emulator = {}
+Emulator.__index = Emulator
+
+--- Starts an emulator with the given options (a list of strings) and waits
+-- until it prints "ready". `env` is an optional table of environment
+-- variables for it. Raises with the emulator's output if it does not start.
+function M.start(options, env)
+  local tmp = capture("mktemp -d"):gsub("%s+$", "")
+  local out, pidfile = tmp .. ".out", tmp .. ".pid"
+  local argv = {}
+  for _, o in ipairs(options or {}) do argv[#argv + 1] = q(o) end
+  local envs = { "TMPDIR=" .. q(tmp) }
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. q(v) end
+  -- A job started with & has SIGINT ignored; undo that, as a terminal would
+  -- run it, so that the specs can stop it with SIGINT too.
+  os.execute(string.format("env --default-signal=INT %s %s %s >%s 2>&1 </dev/null & echo $! >%s",
+    table.concat(envs, " "), q(M.bin), table.concat(argv, " "), q(out), q(pidfile)))
+  local pid = read_all(pidfile):match("%d+")
+  os.remove(pidfile)
+  local self = setmetatable({ pid = pid, tmp = tmp, out = out, info = {} }, Emulator)
+  local deadline = socket.gettime() + 30
+  while true do
+    local text = read_all(out)
+    if text:find("\nready\n") then
+      for name, value in text:gmatch("([%w%-]+) ([^\n]+)\n") do self.info[name] = value end
+      break
+    end
+    if not alive(pid) or socket.gettime() > deadline then
+      self:stop()
+      error("the emulator did not start:\n" .. text, 2)
+    end
+    socket.sleep(0.05)
+  end
+  self.endpoint = self.info.endpoint
+  self.advanced = self.info.advanced
+  self.handwriting = self.info.handwriting
+  self.https = self.info.https
+  self.ca_file = self.info["ca-file"]
+  self.control = self.info.control
+  self.images = self.info.images
+  self.image = self.images .. "sample.png"
+  self.scratch = capture("ls -d " .. q(tmp) .. "/aliocr-emulator.* 2>/dev/null"):gsub("%s+$", "")
+  -- "con[f]": the pattern must not match the shell that runs pgrep.
+  local master = pids("pgrep -f " .. q(self.scratch .. "/nginx.con[f]"))
+  self.nginx = {}
+  for _, p in ipairs(master) do
+    self.nginx[#self.nginx + 1] = p
+    for _, w in ipairs(pids("pgrep -P " .. p)) do self.nginx[#self.nginx + 1] = w end
+  end
+  return self
+end
+
+--- What the emulator printed so far.
+function Emulator:output() return read_all(self.out) end
+
+--- Stops the emulator with a signal (default TERM) and waits until it is
+-- gone. Returns what is left behind: { processes = {...}, files = {...} }.
+function Emulator:stop(signal)
+  if self.stopped then return self.left end
+  self.stopped = true
+  if self.pid and alive(self.pid) then
+    os.execute("kill -" .. (signal or "TERM") .. " " .. self.pid .. " 2>/dev/null")
+    local deadline = socket.gettime() + 15
+    while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  end
+  local left = { processes = {}, files = {} }
+  for _, p in ipairs(self.nginx or {}) do
+    if alive(p) then left.processes[#left.processes + 1] = p end
+  end
+  if self.pid and alive(self.pid) then left.processes[#left.processes + 1] = self.pid end
+  for f in capture("ls -A " .. q(self.tmp) .. " 2>/dev/null"):gmatch("[^\n]+") do
+    left.files[#left.files + 1] = f
+  end
+  -- Do not leave anything behind ourselves either, whatever the outcome.
+  for _, p in ipairs(left.processes) do os.execute("kill -KILL " .. p .. " 2>/dev/null") end
+  os.execute("rm -rf " .. q(self.tmp) .. " " .. q(self.out))
+  self.left = left
+  return left
+end
+
+--- Calls the control endpoint: returns the decoded JSON and the status.
+function Emulator:ctl(method, path, value) return http.control(self, method, path, value) end
+
+function Emulator:reset() return self:ctl("POST", "/reset") end
+function Emulator:fault(rule) return self:ctl("POST", "/faults", rule) end
+function Emulator:ledger() return (self:ctl("GET", "/ledger")) end
+function Emulator:requests(since) return (self:ctl("GET", "/requests" .. (since and ("?since=" .. since) or ""))) end
+function Emulator:connections() return (self:ctl("GET", "/connections")) end
+function Emulator:settings(changes)
+  if changes then return self:ctl("POST", "/settings", changes) end
+  return self:ctl("GET", "/settings")
+end
+
+--- A call to an interface with APPCODE auth: `api` is "advanced" or
+-- "handwriting"; `o` may hold appcode, form (default: url of the sample
+-- image), get, headers, timeout.
+function Emulator:call(api, o)
+  o = o or {}
+  local headers = { "Authorization: APPCODE " .. (o.appcode or "demo") }
+  for _, h in ipairs(o.headers or {}) do headers[#headers + 1] = h end
+  return http.request({
+    url = o.url or self[api], headers = headers, get = o.get,
+    form = o.form or { { "url", self.image } }, timeout = o.timeout or 10,
+    method = o.method,
+  })
+end
+
+return M

@@ -1,0 +1,130 @@
+-- A plain HTTP client for specs: the curl command line, one process a call.
+-- It reports what a real client sees, failures included: curl's exit code
+-- tells a reset (56) from a truncated body (18), an empty reply (52) or a
+-- timeout (28), and the headers that arrived before a failure are kept.
+local cjson = require("cjson")
+
+local M = {}
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function tmpfile()
+  return os.tmpname()
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_all(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+--- Parses a header dump (curl -D): the last response's status, a table of
+-- lower-cased names (a repeated header keeps its last value), and the list of
+-- { name, value } in the order and case they came.
+local function parse_headers(text)
+  local blocks, current = {}, nil
+  for line in text:gmatch("([^\r\n]*)\r?\n") do
+    if line:find("^HTTP/") then
+      current = { status_line = line, list = {} }
+      blocks[#blocks + 1] = current
+    elseif current and line ~= "" then
+      local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+      if name then current.list[#current.list + 1] = { name, value } end
+    end
+  end
+  local last = blocks[#blocks] or { list = {} }
+  local map = {}
+  for _, h in ipairs(last.list) do map[h[1]:lower()] = h[2] end
+  return map, last.list, last.status_line
+end
+
+--- Makes one request. Options:
+--   url (required); method (default GET, or POST when there is a body or form)
+--   headers: { "Name: value", ... } or { Name = value }
+--   form: { { name, value }, ... } sent url-encoded by curl as the body, or
+--         as the query string with get = true
+--   body: a raw body; content_type
+--   timeout, connect_timeout (seconds); cacert (a CA file); http2; insecure
+--   args: extra curl arguments
+-- Returns { status, headers, header_list, status_line, body, exit, error,
+--           connects, http_version, size }.
+function M.request(o)
+  local argv = { "curl", "-sS", "--globoff" }
+  local bodyfile, hdrfile, infile = tmpfile(), tmpfile(), nil
+  argv[#argv + 1] = "-o " .. q(bodyfile)
+  argv[#argv + 1] = "-D " .. q(hdrfile)
+  argv[#argv + 1] = "-w " .. q("%{json}")
+  if o.method then argv[#argv + 1] = "-X " .. q(o.method) end
+  if o.timeout then argv[#argv + 1] = "-m " .. q(o.timeout) end
+  if o.connect_timeout then argv[#argv + 1] = "--connect-timeout " .. q(o.connect_timeout) end
+  if o.cacert then argv[#argv + 1] = "--cacert " .. q(o.cacert) end
+  if o.insecure then argv[#argv + 1] = "-k" end
+  if o.http2 then argv[#argv + 1] = "--http2" else argv[#argv + 1] = "--http1.1" end
+  local headers = o.headers or {}
+  for k, v in pairs(headers) do
+    local line = type(k) == "number" and v or (k .. ": " .. v)
+    argv[#argv + 1] = "-H " .. q(line)
+  end
+  if o.content_type then argv[#argv + 1] = "-H " .. q("Content-Type: " .. o.content_type) end
+  if o.form then
+    if o.get then argv[#argv + 1] = "-G" end
+    for _, kv in ipairs(o.form) do
+      argv[#argv + 1] = "--data-urlencode " .. q(kv[1] .. "=" .. kv[2])
+    end
+  end
+  if o.body then
+    infile = tmpfile()
+    write_all(infile, o.body)
+    argv[#argv + 1] = "--data-binary @" .. q(infile)
+  end
+  for _, a in ipairs(o.args or {}) do argv[#argv + 1] = q(a) end
+  argv[#argv + 1] = q(o.url)
+
+  local p = assert(io.popen(table.concat(argv, " ") .. " 2>/dev/null", "r"))
+  local out = p:read("a")
+  p:close()
+  local info = cjson.decode(out ~= "" and out or "{}")
+  local map, list, status_line = parse_headers(read_all(hdrfile))
+  local res = {
+    status = math.tointeger(info.http_code) or 0,
+    headers = map,
+    header_list = list,
+    status_line = status_line,
+    body = read_all(bodyfile),
+    exit = math.tointeger(info.exitcode) or -1,
+    error = info.errormsg ~= cjson.null and info.errormsg or nil,
+    connects = info.num_connects,
+    http_version = info.http_version,
+    size = info.size_download,
+  }
+  os.remove(bodyfile)
+  os.remove(hdrfile)
+  if infile then os.remove(infile) end
+  return res
+end
+
+--- Decodes a JSON body (raises on bad JSON, which is what specs want).
+function M.json(res) return cjson.decode(res.body) end
+
+--- A control-endpoint call: returns the decoded JSON and the status.
+function M.control(emu, method, path, value)
+  local res = M.request({
+    url = emu.control .. path, method = method,
+    body = value ~= nil and cjson.encode(value) or nil,
+    content_type = value ~= nil and "application/json" or nil,
+  })
+  assert(res.exit == 0, "control endpoint unreachable: " .. tostring(res.error))
+  return cjson.decode(res.body), res.status
+end
+
+M.null = cjson.null
+
+return M
