@@ -289,6 +289,11 @@ http {
     header_filter_by_lua_block { require("aliocr_emu.gateway").header_filter() }
     log_by_lua_block { require("aliocr_emu.gateway").log() }
 
+    # nginx refuses a body over client_max_body_size (by Content-Length, or
+    # while reading a chunked one); the gateway's own 413 answers instead.
+    error_page 413 = @body_too_large;
+    location @body_too_large { content_by_lua_block { require("aliocr_emu.gateway").body_too_large() } }
+
     location /images/ { alias %s; }
     location / { content_by_lua_block { require("aliocr_emu.gateway").handle() } }
   }
@@ -309,7 +314,7 @@ http {
   conf_string(scratch .. "/tmp/body"), conf_string(scratch .. "/tmp/proxy"),
   conf_string(scratch .. "/tmp/fastcgi"), conf_string(scratch .. "/tmp/uwsgi"),
   conf_string(scratch .. "/tmp/scgi"),
-  settings.max_body + 1, math.min(settings.max_body + 1, 64 * 1024 * 1024),
+  settings.max_body, math.min(settings.max_body, 64 * 1024 * 1024),
   conf_string(here .. "/lua/?.lua;;"),
   scratch .. "/settings.lua",
   url_host, port, listen_https,

@@ -25,32 +25,25 @@ local function first(v)
   return v
 end
 
---- PathAndParameters: the path, then the query and form parameters merged,
--- sorted by key, first value of a repeated key, raw (decoded) values, and a
--- bare key for an empty value.
-function M.path_and_parameters(path, query, form)
-  local merged, keys = {}, {}
-  for _, args in ipairs({ query or {}, form or {} }) do
-    for k, v in pairs(args) do
-      if merged[k] == nil then
-        merged[k] = first(v)
-        keys[#keys + 1] = k
-      end
-    end
-  end
+--- PathAndParameters: the path, then the parameters (query and form merged
+-- by the caller) sorted by key, the first value of a repeated key, raw
+-- (decoded) values, and a bare key for an empty value.
+function M.path_and_parameters(path, params)
+  local keys = {}
+  for k in pairs(params) do keys[#keys + 1] = k end
   if #keys == 0 then return path end
   table.sort(keys)
   local parts = {}
   for i, k in ipairs(keys) do
-    local v = merged[k]
+    local v = first(params[k])
     if v == true or v == "" then parts[i] = k else parts[i] = k .. "=" .. v end
   end
   return path .. "?" .. table.concat(parts, "&")
 end
 
 --- The string-to-sign of a request (reference 2.2-2.4). `headers` is
--- nginx's case-insensitive header table.
-function M.string_to_sign(method, headers, path, query, form)
+-- nginx's case-insensitive header table, `params` the merged parameters.
+function M.string_to_sign(method, headers, path, params)
   local lines = {
     method:upper(),
     header(headers, "accept") or "",
@@ -73,13 +66,12 @@ function M.string_to_sign(method, headers, path, query, form)
     block[#block + 1] = name .. ":" .. (header(headers, name) or "") .. "\n"
   end
   return table.concat(lines, "\n") .. "\n" .. table.concat(block) ..
-    M.path_and_parameters(path, query, form)
+    M.path_and_parameters(path, params)
 end
 
 --- Checks a request's credentials. Returns the credential (the app code or
--- the app key) and the auth mode, or nil, an error name (see errors.lua)
--- and a detail for the message; the credential is returned with the error
--- when it was a valid one.
+-- the app key) and the auth mode; or nil, an error name (see errors.lua), a
+-- detail for the message, and the AppKey when it was a known one.
 function M.check(req)
   local headers = req.headers
   local authz = header(headers, "authorization")
@@ -97,28 +89,28 @@ function M.check(req)
   local secret = state.app_secret(key)
   if not secret then return nil, "invalid_appkey" end
   local signature = header(headers, "x-ca-signature")
-  if not signature or signature == "" then return nil, "empty_signature" end
+  if not signature or signature == "" then return nil, "empty_signature", nil, key end
   local method = header(headers, "x-ca-signature-method") or "HmacSHA256"
-  local sts = M.string_to_sign(req.method, headers, req.path, req.query, req.form)
+  local sts = M.string_to_sign(req.method, headers, req.path, req.params)
   local expected = crypto.hmac_base64(method, secret, sts)
-  if not expected then return nil, "invalid_sign_method", method end
-  if expected ~= signature then return nil, "invalid_signature", sts end
+  if not expected then return nil, "invalid_sign_method", method, key end
+  if expected ~= signature then return nil, "invalid_signature", sts, key end
 
   local md5 = header(headers, "content-md5")
   if md5 and (req.body == "" or crypto.md5_base64(req.body) ~= md5) then
-    return nil, "invalid_content_md5"
+    return nil, "invalid_content_md5", nil, key
   end
 
   local ts = header(headers, "x-ca-timestamp")
   if ts then
-    if not ts:find("^%d+$") or #ts > 15 then return nil, "invalid_timestamp" end
+    if not ts:find("^%d+$") or #ts > 15 then return nil, "invalid_timestamp", nil, key end
     if math.abs(ngx.now() * 1000 - tonumber(ts)) > M.WINDOW_MS then
-      return nil, "timestamp_expired"
+      return nil, "timestamp_expired", nil, key
     end
   end
 
   local nonce = header(headers, "x-ca-nonce")
-  if nonce and not state.fresh_nonce(key, nonce) then return nil, "nonce_used" end
+  if nonce and not state.fresh_nonce(key, nonce) then return nil, "nonce_used", nil, key end
   return key, "signature"
 end
 

@@ -87,8 +87,8 @@ end
 routes["POST /faults"] = function()
   local rules, err = json_body()
   if type(rules) ~= "table" then return bad(err or "a fault is a JSON object") end
-  if rules.mode ~= nil then rules = { rules } end
-  if #rules == 0 then return bad("no fault given") end
+  if next(rules) == nil then return bad("no fault given") end
+  if rules[1] == nil then rules = { rules } end -- one rule, not a list
   for i, r in ipairs(rules) do
     local why = faults.check(r)
     if why then return bad("fault " .. i .. ": " .. why) end

@@ -32,7 +32,8 @@ local HTML = [[<html>
 M.modes = {
   latency = {
     check = function(r) if not int(r.ms, 0) then return "latency needs ms >= 0" end end,
-    run = function(r, _, go) ngx.sleep(r.ms / 1000) return go() end,
+    -- Backend latency: counts against the backend timeout, like --latency-ms.
+    run = function(r, _, go) return go(r.ms) end,
   },
   stall_headers = {
     check = function(r)
@@ -113,8 +114,13 @@ M.modes = {
     end,
   },
   huge = {
-    check = function(r) if r.bytes ~= nil and not int(r.bytes, 0) then return "bytes must be an integer >= 0" end end,
-    run = function(r) return reply.huge(r.bytes or 64 * 1024 * 1024, r.chunked == true) end,
+    check = function(r)
+      if r.bytes ~= nil and not int(r.bytes, reply.HUGE_MIN) then
+        return "bytes must be an integer >= " .. reply.HUGE_MIN
+      end
+      if r.chunked ~= nil and type(r.chunked) ~= "boolean" then return "chunked must be true or false" end
+    end,
+    run = function(r) return reply.huge(r.bytes or 64 * 1024 * 1024, r.chunked) end,
   },
   gateway = {
     check = function(r)
@@ -135,7 +141,15 @@ M.modes = {
     check = function(r)
       if not int(r.status, 100, 999) then return "respond needs a status" end
       if r.body ~= nil and type(r.body) ~= "string" then return "body must be a string" end
-      if r.headers ~= nil and type(r.headers) ~= "table" then return "headers must be an object" end
+      if r.content_type ~= nil and type(r.content_type) ~= "string" then return "content_type must be a string" end
+      if r.headers ~= nil then
+        if type(r.headers) ~= "table" then return "headers must be an object" end
+        for k, v in pairs(r.headers) do
+          if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+            return "headers must map names to strings"
+          end
+        end
+      end
     end,
     run = function(r)
       return reply.send(r.status, r.body or "", r.content_type or reply.JSON, r.headers)
@@ -151,6 +165,7 @@ end
 --- Checks a rule from the control endpoint; returns an error message or nil.
 function M.check(r)
   if type(r) ~= "table" then return "a fault is a JSON object" end
+  if r.mode == nil then return "a fault needs a mode" end
   local mode = M.modes[r.mode]
   if not mode then return "unknown fault mode '" .. tostring(r.mode) .. "'" end
   if r.times ~= nil and not int(r.times, 1) then return "times must be an integer >= 1" end

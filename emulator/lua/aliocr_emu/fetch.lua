@@ -1,5 +1,7 @@
 -- Fetches an image URL for the OCR backend, over nginx's non-blocking
 -- sockets, on loopback only: the emulator never reaches beyond the machine.
+local state = require("aliocr_emu.state")
+
 local M = {}
 
 M.max_bytes = 10 * 1024 * 1024
@@ -51,7 +53,8 @@ function M.get(u)
   end
   local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
   ok, err = sock:send("GET " .. u.path .. " HTTP/1.0\r\nHost: " .. host .. ":" .. u.port ..
-    "\r\nUser-Agent: aliocr-emulator\r\nAccept: image/*\r\nConnection: close\r\n\r\n")
+    "\r\nUser-Agent: aliocr-emulator\r\nAccept: image/*\r\nConnection: close\r\n" ..
+    "X-Aliocr-Emulator-Fetch: " .. state.fetch_token() .. "\r\n\r\n")
   if not ok then sock:close() return nil, "send: " .. err end
   local line
   line, err = sock:receive("*l")

@@ -54,11 +54,34 @@ local function form_params(headers, body)
   return ngx.decode_args(body, 0)
 end
 
+-- The query and form parameters merged: a key in both keeps the query's
+-- value. The signature is checked over these, and the vendor reads these, so
+-- what was signed is what is used.
 local function merged(query, form)
   local params = {}
-  for k, v in pairs(form) do params[k] = v end
-  for k, v in pairs(query) do if params[k] == nil then params[k] = v end end
+  for k, v in pairs(query) do params[k] = v end
+  for k, v in pairs(form) do if params[k] == nil then params[k] = v end end
   return params
+end
+
+-- The body, also when nginx kept it in a file (a --max-body over 64 MiB).
+local function read_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if body then return body end
+  local path = ngx.req.get_body_file()
+  if not path then return "" end
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  body = f:read("*a")
+  f:close()
+  return body
+end
+
+--- The named location nginx goes to when a body is over --max-body.
+function M.body_too_large()
+  ngx.ctx.api_request = true
+  return reply.gateway_error("body_too_large", state.settings().errors)
 end
 
 function M.handle()
@@ -68,16 +91,8 @@ function M.handle()
   request_id(ctx)
 
   local method = ngx.req.get_method()
-  local length = tonumber(ngx.var.http_content_length)
-  if length and length > s.max_body then return reply.gateway_error("body_too_large", s.errors) end
   local body = ""
-  if method ~= "GET" and method ~= "HEAD" then
-    ngx.req.read_body()
-    body = ngx.req.get_body_data() or ""
-    if body == "" and ngx.req.get_body_file() then
-      return reply.gateway_error("body_too_large", s.errors)
-    end
-  end
+  if method ~= "GET" and method ~= "HEAD" then body = read_body() end
   ctx.body = body
 
   local path = ngx.var.uri
@@ -93,12 +108,17 @@ function M.handle()
     return reply.gateway_error("unsupported_multipart", s.errors)
   end
 
-  local query = ngx.req.get_uri_args(0)
-  local form = form_params(headers, body)
-  local cred, how, detail = auth.check({
-    method = method, path = path, headers = headers, query = query, form = form, body = body,
+  local params = merged(ngx.req.get_uri_args(0), form_params(headers, body))
+  ctx.params = params
+  local cred, how, detail, known = auth.check({
+    method = method, path = path, headers = headers, params = params, body = body,
   })
-  if not cred then return reply.gateway_error(how, s.errors, detail) end
+  if not cred then
+    -- A known AppKey with a bad signature, timestamp or nonce: a request of
+    -- that credential, refused (and so not billed).
+    if known then ctx.credential, ctx.settle = known, true end
+    return reply.gateway_error(how, s.errors, detail)
+  end
   ctx.credential, ctx.auth = cred, how
 
   if not state.within_rate(cred, s.rate) then
@@ -111,11 +131,12 @@ function M.handle()
   end
   ctx.reserved = true
 
-  local params = merged(query, form)
-  ctx.params = params
   local function answer() return vendor.answer(api, params, s) end
-  local function go()
-    local wait = s.latency_ms
+  -- The answer after the added latency (the launch's or the settings', plus
+  -- a latency fault's `extra_ms`); at or over the backend timeout the gateway
+  -- gives up with 504 Async Service.
+  local function go(extra_ms)
+    local wait = s.latency_ms + (extra_ms or 0)
     if wait > 0 and wait >= s.backend_timeout_ms then
       ngx.sleep(s.backend_timeout_ms / 1000)
       return reply.gateway_error("async_service", s.errors)
@@ -137,12 +158,10 @@ function M.log()
   local status = ngx.status
   local billed = ctx.settle and status >= 200 and status <= 299 or false
   if ctx.settle then state.settle(ctx.credential, ctx.reserved, billed) end
-  -- Only API requests count: the backend's own image downloads (from
-  -- /images/ on this listener) are not the client's connections.
-  if not ctx.api_request then return end
-  if tonumber(ngx.var.connection_requests) == 1 then
-    state.count_connection(ngx.var.https == "on" and "https" or "http")
-  end
+  -- Only the clients' API requests are logged and counted: not /images/, and
+  -- not the backend's own image downloads (whatever URL they were given).
+  if not ctx.api_request or state.is_own_fetch(ngx.var.http_x_aliocr_emulator_fetch) then return end
+  state.count_connection(ngx.var.connection, ngx.var.https == "on" and "https" or "http")
   local body = ctx.body or ""
   state.log_request({
     time = ngx.req.start_time(),

@@ -80,10 +80,13 @@ function M.chunked(status, body, content_type, pieces)
   return ngx.exit(ngx.OK)
 end
 
---- Streams a body of `bytes` bytes (a valid JSON answer padded with "A"s),
--- without ever holding it whole, with or without a Content-Length.
+local HUGE_HEAD, HUGE_TAIL = '{"ok":1,"msg":"查询成功","data":"', '"}'
+M.HUGE_MIN = #HUGE_HEAD + #HUGE_TAIL
+
+--- Streams a body of `bytes` bytes (at least HUGE_MIN: a valid JSON answer
+-- padded with "A"s), never holding it whole, with or without a Content-Length.
 function M.huge(bytes, chunked)
-  local head, tail = '{"ok":1,"msg":"查询成功","data":"', '"}'
+  local head, tail = HUGE_HEAD, HUGE_TAIL
   local fill = math.max(bytes - #head - #tail, 0)
   ngx.status = 200
   ngx.header["Content-Type"] = M.JSON

@@ -21,7 +21,7 @@ end
 local function quota_value(v) return v == false or nonneg_int(v) end
 local tunable = {
   latency_ms = nonneg_int,
-  backend_timeout_ms = nonneg_int,
+  backend_timeout_ms = function(v) return nonneg_int(v) and v >= 1 end,
   rate = nonneg_int,
   quota = quota_value,
   quotas = function(v)
@@ -40,7 +40,17 @@ function M.init(path)
   base = assert(dofile(path))
   base.api_by_path = {}
   for api, p in pairs(base.paths) do base.api_by_path[p] = api end
+  -- Marks the backend's own image downloads (see fetch.lua), so that they are
+  -- never taken for a client's requests. Made in the master, before the
+  -- workers fork, so that every worker has the same one.
+  math.randomseed(os.time() + math.floor(ngx.now() * 1000) % 1000)
+  base.fetch_token = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
 end
+
+--- The header value the backend sends with its own image downloads.
+function M.fetch_token() return base.fetch_token end
+
+function M.is_own_fetch(value) return value ~= nil and value == base.fetch_token end
 
 -- A version token that never repeats, even after a reset has emptied the
 -- dictionaries.
@@ -202,8 +212,13 @@ function M.ledger()
   return out
 end
 
-function M.count_connection(scheme)
-  st:incr("connections:" .. scheme, 1, 0)
+--- Counts connection `serial` (nginx's $connection, unique across workers)
+-- the first time it carries an API request. The mark outlives any idle
+-- keep-alive connection (keepalive_timeout is 75 s).
+function M.count_connection(serial, scheme)
+  if st:add("connection:" .. serial, true, 3600) then
+    st:incr("connections:" .. scheme, 1, 0)
+  end
 end
 
 function M.connections()

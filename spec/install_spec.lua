@@ -1,0 +1,60 @@
+-- `make install PREFIX=DIR` gives a standard tree: with LUA_PATH and
+-- LUA_CPATH pointed there, require("aliocr") works, and the installed
+-- emulator runs from DIR/bin.
+local emulator = require("helpers.emulator")
+
+local function run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"exit:$?\"", "r"))
+  local out = p:read("a")
+  p:close()
+  local status = tonumber(out:match("exit:(%d+)\n?$"))
+  return out:gsub("exit:%d+\n?$", ""), status
+end
+
+describe("make install", function()
+  local prefix
+
+  setup(function()
+    prefix = run("mktemp -d"):gsub("%s+$", "")
+    local out, status = run("make --no-print-directory install PREFIX='" .. prefix .. "'")
+    assert.equal(0, status, out)
+  end)
+
+  teardown(function() os.execute("rm -rf '" .. prefix .. "'") end)
+
+  it("puts the Lua module and the C core where LUA_PATH and LUA_CPATH find them", function()
+    assert.truthy(io.open(prefix .. "/share/lua/5.4/aliocr.lua"))
+    assert.truthy(io.open(prefix .. "/lib/lua/5.4/aliocr/core.so"))
+    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua' LUA_CPATH='%s/lib/lua/5.4/?.so' ",
+      prefix, prefix)
+    local out, status = run(env .. "lua5.4 -e 'local a = require(\"aliocr\"); " ..
+      "print(a._VERSION); print(a.versions().curl); print(package.searchpath(\"aliocr.core\", package.cpath))'")
+    assert.equal(0, status, out)
+    local version, curl, core = out:match("^([^\n]+)\n([^\n]+)\n([^\n]+)\n$")
+    assert.matches("^aliocr %d+%.%d+%.%d+$", version)
+    -- The core runs with the libcurl it was built against.
+    local dev = run("curl-config --version"):match("libcurl (%S+)")
+    assert.equal(dev, curl)
+    assert.equal(prefix .. "/lib/lua/5.4/aliocr/core.so", core)
+  end)
+
+  it("exports nothing from the C core but luaopen_aliocr_core", function()
+    local out = run("nm -D --defined-only '" .. prefix .. "/lib/lua/5.4/aliocr/core.so'")
+    local exported = {}
+    for name in out:gmatch("%x+ [TDB] (%S+)") do exported[#exported + 1] = name end
+    assert.same({ "luaopen_aliocr_core" }, exported)
+  end)
+
+  it("installs an emulator that runs from PREFIX/bin", function()
+    local bin = prefix .. "/bin/aliocr-emulator"
+    local saved = emulator.bin
+    emulator.bin = bin
+    local ok, emu = pcall(emulator.start, { "--port", "0", "--appcode", "demo" })
+    emulator.bin = saved
+    assert.is_true(ok, emu)
+    local res = emu:call("advanced")
+    local left = emu:stop()
+    assert.equal(200, res.status)
+    assert.same({ processes = {}, files = {} }, left)
+  end)
+end)
