@@ -50,7 +50,7 @@ parser:option("--path", "Serve interface API (advanced or handwriting) at PATH (
   :count("*"):argname("<api=path>")
 parser:option("--workers", "nginx worker processes.", "1")
 parser:option("--max-body", "Largest request body accepted, in bytes.", tostring(8 * 1024 * 1024))
-parser:option("--log-max", "Requests kept in the request log.", "10000")
+parser:option("--log-max", "Requests kept in the request log; 0 keeps none (for benchmarks).", "10000")
 parser:option("--images", "Directory served at /images/ on the API port.")
 parser:flag("--verbose", "Send nginx's error log to stderr.")
 parser:option("--scratch"):hidden(true)
@@ -127,7 +127,7 @@ local settings = {
   fetch = not args.no_fetch,
   errors = args.errors,
   max_body = int_option("max-body", args.max_body, 1),
-  log_max = int_option("log-max", args.log_max, 1),
+  log_max = int_option("log-max", args.log_max, 0),
 }
 local workers = int_option("workers", args.workers, 1, 64)
 

@@ -12,7 +12,7 @@ local socket = require("socket")
 
 local NOTHING_LEFT = { processes = {}, files = {} }
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("helpers.sh").q
 
 --- Percent-encodes everything but the unreserved characters, as
 -- curl --data-urlencode does.
@@ -20,12 +20,7 @@ local function urlencode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>/dev/null", "r"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local function sh(cmd) return require("helpers.sh").capture(cmd .. " 2>/dev/null") end
 
 --- Stops `emu` and checks that it left no process and no file behind.
 local function stop_clean(emu)
@@ -1050,5 +1045,26 @@ describe("emulator request log, connection counter and reset", function()
     assert.equal(200, emu:call("advanced").status)
     assert.equal(1, emu:requests()[1].seq)
     assert.same({ ids = { 1 } }, emu:fault({ mode = "ok0" }))
+  end)
+end)
+
+describe("emulator request log size", function()
+  it("--log-max N keeps the last N requests; 0 keeps none, and the ledger still counts", function()
+    local emu
+    finally(function() if emu then emu:stop() end end) -- a no-op after stop_clean
+    emu = emulator.start({ "--port", "0", "--appcode", "demo", "--log-max", "3" })
+    for _ = 1, 5 do assert.equal(200, emu:call("advanced").status) end
+    local log = emu:requests()
+    assert.same({ 3, 4, 5 }, { log[1].seq, log[2].seq, log[3].seq })
+    assert.equal(3, #log)
+    assert.equal(5, emu:ledger().total.billed)
+    stop_clean(emu)
+
+    emu = emulator.start({ "--port", "0", "--appcode", "demo", "--log-max", "0" })
+    for _ = 1, 2 do assert.equal(200, emu:call("handwriting").status) end
+    assert.same({}, emu:requests())
+    assert.equal(2, ledger_after(emu, 2).total.billed)
+    assert.equal(2, emu:connections().accepted)
+    stop_clean(emu)
   end)
 end)

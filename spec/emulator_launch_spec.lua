@@ -3,27 +3,12 @@
 local emulator = require("helpers.emulator")
 local http = require("helpers.http")
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"exit:$?\"", "r"))
-  local out = p:read("a")
-  p:close()
-  local status = tonumber(out:match("exit:(%d+)\n?$"))
-  return out:gsub("exit:%d+\n?$", ""), status
-end
+local run = require("helpers.sh").run
 
-local function fresh_tmp()
-  local p = io.popen("mktemp -d")
-  local dir = p:read("l")
-  p:close()
-  return dir
-end
+local sh = require("helpers.sh")
+local fresh_tmp = sh.tmpdir
 
-local function entries(dir)
-  local p = io.popen("ls -A '" .. dir .. "'")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local function entries(dir) return sh.capture("ls -A " .. sh.q(dir)) end
 
 describe("aliocr-emulator launcher", function()
   it("documents its options with --help and exits 0", function()

@@ -3,19 +3,13 @@
 -- emulator runs from DIR/bin.
 local emulator = require("helpers.emulator")
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"exit:$?\"", "r"))
-  local out = p:read("a")
-  p:close()
-  local status = tonumber(out:match("exit:(%d+)\n?$"))
-  return out:gsub("exit:%d+\n?$", ""), status
-end
+local run = require("helpers.sh").run
 
 describe("make install", function()
   local prefix
 
   setup(function()
-    prefix = run("mktemp -d"):gsub("%s+$", "")
+    prefix = require("helpers.sh").tmpdir()
     local out, status = run("make --no-print-directory install PREFIX='" .. prefix .. "'")
     assert.equal(0, status, out)
   end)

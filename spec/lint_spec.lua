@@ -1,12 +1,6 @@
 -- The Lua code is luacheck-clean, and the Lua layer keeps to syntax that
 -- every target (5.1, 5.3, 5.4, LuaJIT) parses.
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"exit:$?\"", "r"))
-  local out = p:read("a")
-  p:close()
-  local status = tonumber(out:match("exit:(%d+)\n?$"))
-  return out:gsub("exit:%d+\n?$", ""), status
-end
+local run = require("helpers.sh").run
 
 describe("lint", function()
   it("luacheck finds nothing in lua/, emulator/, spec/ and examples/", function()

@@ -3,25 +3,11 @@
 -- process, no file) is left behind after it stops.
 local socket = require("socket")
 local http = require("helpers.http")
+local sh = require("helpers.sh")
 
 local M = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local q, capture, read_all = sh.q, sh.capture, sh.read_all
 
 M.root = capture("pwd"):gsub("%s+$", "")
 M.bin = M.root .. "/bin/aliocr-emulator"
@@ -51,7 +37,7 @@ Emulator.__index = Emulator
 -- until it prints "ready". `env` is an optional table of environment
 -- variables for it. Raises with the emulator's output if it does not start.
 function M.start(options, env)
-  local tmp = capture("mktemp -d"):gsub("%s+$", "")
+  local tmp = sh.tmpdir()
   local out, pidfile = tmp .. ".out", tmp .. ".pid"
   local argv = {}
   for _, o in ipairs(options or {}) do argv[#argv + 1] = q(o) end

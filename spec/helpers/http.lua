@@ -3,28 +3,13 @@
 -- tells a reset (56) from a truncated body (18), an empty reply (52) or a
 -- timeout (28), and the headers that arrived before a failure are kept.
 local cjson = require("cjson")
+local sh = require("helpers.sh")
 
 local M = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q, read_all, write_all = sh.q, sh.read_all, sh.write_all
 
-local function tmpfile()
-  return os.tmpname()
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_all(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local function tmpfile() return os.tmpname() end
 
 --- Parses a header dump (curl -D): the last response's status, a table of
 -- lower-cased names (a repeated header keeps its last value), and the list of

@@ -2,21 +2,18 @@
 -- written from the reference (../shared/reference/aliyun-gateway.md 2.2-2.6),
 -- independently of the emulator's verifier, and the HMAC and MD5 computed by
 -- the openssl command line.
+local sh = require("helpers.sh")
+
 local M = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = sh.q
 
 local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
 
 local function openssl(args, input)
   local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(input)
-  f:close()
-  local p = assert(io.popen("openssl " .. args .. " -binary " .. q(path) ..
-    " | openssl base64 -A", "r"))
-  local out = p:read("a")
-  p:close()
+  sh.write_all(path, input)
+  local out = sh.capture("openssl " .. args .. " -binary " .. q(path) .. " | openssl base64 -A")
   os.remove(path)
   return out
 end

@@ -231,6 +231,7 @@ end
 -- Entry n is stored under "n"; "first" is the oldest kept, "last" the newest.
 
 function M.log_request(entry)
+  if base.log_max == 0 then return end
   local seq = log:incr("last", 1, 0)
   entry.seq = seq
   log:set(tostring(seq), cjson.encode(entry))
