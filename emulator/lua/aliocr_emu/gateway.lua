@@ -119,13 +119,11 @@ function M.handle()
     if known then ctx.credential, ctx.settle = known, true end
     return reply.gateway_error(how, s.errors, detail)
   end
-  ctx.credential, ctx.auth = cred, how
+  ctx.credential, ctx.auth, ctx.settle = cred, how, true
 
   if not state.within_rate(cred, s.rate) then
-    ctx.settle = true
     return reply.gateway_error("throttled_app", s.errors)
   end
-  ctx.settle = true
   if not state.reserve_quota(cred, state.quota_for(s, cred)) then
     return reply.gateway_error("quota_exhausted", s.errors)
   end
@@ -162,6 +160,7 @@ function M.log()
   -- not the backend's own image downloads (whatever URL they were given).
   if not ctx.api_request or state.is_own_fetch(ngx.var.http_x_aliocr_emulator_fetch) then return end
   state.count_connection(ngx.var.connection, ngx.var.https == "on" and "https" or "http")
+  if not state.logging() then return end
   local body = ctx.body or ""
   state.log_request({
     time = ngx.req.start_time(),

@@ -34,7 +34,6 @@ local tunable = {
   errors = function(v) return v == "classic" or v == "vpc" end,
   fetch = function(v) return type(v) == "boolean" end,
 }
-M.tunable = tunable
 
 function M.init(path)
   base = assert(dofile(path))
@@ -230,8 +229,9 @@ end
 -- Request log ----------------------------------------------------------------
 -- Entry n is stored under "n"; "first" is the oldest kept, "last" the newest.
 
+function M.logging() return base.log_max > 0 end
+
 function M.log_request(entry)
-  if base.log_max == 0 then return end
   local seq = log:incr("last", 1, 0)
   entry.seq = seq
   log:set(tostring(seq), cjson.encode(entry))
