@@ -8,8 +8,8 @@ LUA         ?= lua$(LUA_VERSION)
 LUA_PC      ?= lua$(LUA_VERSION)
 # Recursively expanded on purpose: pkg-config runs after the bootstrap.
 LUA_CFLAGS  ?= $(shell pkg-config --cflags $(LUA_PC))
-CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl)
-CURL_LIBS   ?= $(shell pkg-config --libs libcurl)
+CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl libcrypto)
+CURL_LIBS   ?= $(shell pkg-config --libs libcurl libcrypto)
 
 CFLAGS  ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -std=c99 -pedantic

@@ -1,16 +1,21 @@
 /*
  * aliocr.core: the C core of aliocr.
  *
- * This is the start of the core: it initialises libcurl once per process and
- * reports the versions it was built with. The HTTP engine, the JSON-to-table
- * conversion and request signing are built on it (see the project's issues).
+ * luaopen_aliocr_core builds the module table: the engine (HTTP transfers on
+ * a libcurl multi handle, JSON bodies to tables by lua-cjson), credentials
+ * (request signing with OpenSSL's libcrypto), and a few helpers the Lua
+ * layer needs from C: clocks, sleep, nonces, MD5.
  */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <time.h>
+
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
-#include <lua.h>
-#include <lauxlib.h>
-
-#define ALIOCR_VERSION "0.1.0"
+#include "aliocr.h"
 
 #if defined(__GNUC__)
 #define ALIOCR_EXPORT __attribute__((visibility("default")))
@@ -19,6 +24,18 @@
 #endif
 
 static int curl_ready = 0;
+
+void aliocr_base64(const unsigned char *in, size_t n, char *out)
+{
+    EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+double aliocr_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /***
  * The versions of the libraries the core runs with.
@@ -38,6 +55,104 @@ static int core_versions(lua_State *L)
     return 1;
 }
 
+/***
+ * Seconds on the monotonic clock (for elapsed times).
+ * @function monotonic
+ */
+static int core_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, aliocr_monotonic());
+    return 1;
+}
+
+/***
+ * Milliseconds since the epoch (for X-Ca-Timestamp).
+ * @function now_ms
+ */
+static int core_now_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + (lua_Integer)(ts.tv_nsec / 1000000));
+#else
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
+#endif
+    return 1;
+}
+
+/***
+ * Sleeps for `seconds` (blocking: for retry back-off outside nginx).
+ * @function sleep
+ */
+static int core_sleep(lua_State *L)
+{
+    lua_Number s = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (s <= 0)
+        return 0;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+/***
+ * A random (version 4) UUID, from OpenSSL's RAND_bytes: the X-Ca-Nonce.
+ * @function uuid
+ */
+static int core_uuid(lua_State *L)
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        return luaL_error(L, "RAND_bytes failed");
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    {
+        static const char hex[] = "0123456789abcdef";
+        char out[37];
+        int i, k = 0;
+        for (i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10)
+                out[k++] = '-';
+            out[k++] = hex[b[i] >> 4];
+            out[k++] = hex[b[i] & 15];
+        }
+        out[k] = '\0';
+        lua_pushstring(L, out);
+    }
+    return 1;
+}
+
+/***
+ * Base64(MD5(data)), as the Content-MD5 header carries it.
+ * @function md5_base64
+ */
+static int core_md5_base64(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    char out[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+    if (EVP_Digest(s, n, digest, &dlen, EVP_md5(), NULL) != 1)
+        return luaL_error(L, "MD5 failed");
+    aliocr_base64(digest, dlen, out);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"versions", core_versions},
+    {"monotonic", core_monotonic},
+    {"now_ms", core_now_ms},
+    {"sleep", core_sleep},
+    {"uuid", core_uuid},
+    {"md5_base64", core_md5_base64},
+    {NULL, NULL}
+};
+
 ALIOCR_EXPORT int luaopen_aliocr_core(lua_State *L)
 {
     /* curl_global_init is process-wide: once, and never undone from Lua. */
@@ -46,9 +161,9 @@ ALIOCR_EXPORT int luaopen_aliocr_core(lua_State *L)
             return luaL_error(L, "aliocr.core: curl_global_init failed");
         curl_ready = 1;
     }
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, core_versions);
-    lua_setfield(L, -2, "versions");
+    luaL_newlib(L, core_funcs);
+    aliocr_engine_open(L);
+    aliocr_credentials_open(L);
     lua_pushstring(L, "aliocr " ALIOCR_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -1,0 +1,174 @@
+--- Error objects, and how an answer becomes a result or an error.
+--
+-- The order follows the gateway reference: a transport failure first (no
+-- complete answer), then `X-Ca-Error-Code`, then `X-Ca-Error-Message` by
+-- prefix, then the vendor's status (666), then 2xx bodies that are not JSON
+-- or whose `ok` is not 1, then any other status.
+-- @module aliocr.errors
+local M = {}
+
+local Error = {}
+Error.__index = Error
+Error.__name = "aliocr.Error"
+
+local function billing(b)
+  if b == true then return "billed" end
+  if b == false then return "not billed" end
+  return "billing unknown"
+end
+
+--- One readable line: kind, message, status, code, billing, request id,
+-- attempts. Never a secret: nothing here comes from the credentials.
+function Error.__tostring(e)
+  local parts = {}
+  if e.status then parts[#parts + 1] = "HTTP " .. e.status end
+  if e.code then parts[#parts + 1] = "code " .. e.code end
+  parts[#parts + 1] = billing(e.billed)
+  if e.request_id then parts[#parts + 1] = "request " .. e.request_id end
+  if e.attempts then
+    parts[#parts + 1] = e.attempts .. (e.attempts == 1 and " attempt" or " attempts")
+  end
+  return "aliocr " .. e.kind .. " error: " .. tostring(e.msg) .. " (" .. table.concat(parts, ", ") .. ")"
+end
+
+function M.new(fields) return setmetatable(fields, Error) end
+
+--- True when `v` is an aliocr error object.
+function M.is_error(v) return getmetatable(v) == Error end
+
+-- Gateway errors -----------------------------------------------------------
+
+-- Classic X-Ca-Error-Message prefixes (reference table 3.1).
+local auth_prefixes = {
+  "Invalid AppCode", "Need authorization", "Invalid AppKey", "Invalid AppSecret",
+  "Empty Signature", "Invalid Signature", "Unauthorized", "Expiry of Authorization",
+  "App authorization expired",
+}
+local quota_prefixes = {
+  "Quota Exhausted", "Quota Expired", "User Arrears", "Api Market Subscription",
+  "Provider Account Overdue",
+}
+
+local function starts(s, prefix) return s:sub(1, #prefix) == prefix end
+
+local function any_prefix(s, list)
+  for _, p in ipairs(list) do if starts(s, p) then return true end end
+  return false
+end
+
+--- Kind and retryability of a gateway error by its VPC code (reference 3.2):
+-- the first letter is the category, characters 2-4 the status.
+local function by_code(code, status)
+  local letter = code:sub(1, 1)
+  status = tonumber(code:sub(2, 4)) or status or 0
+  if code == "I403AA" then return "auth", false end
+  if letter == "A" then return "auth", false end
+  if letter == "B" then return "quota", false end
+  if letter == "T" then return "throttled", true end
+  if code == "I400NC" then return "gateway", true end -- nonce used: a new nonce may pass
+  if code == "X500ED" or code == "X500AM" then return "gateway", false end -- configuration
+  return "gateway", status >= 500
+end
+
+--- Kind and retryability of a classic gateway error by its message.
+local function by_message(msg, status)
+  if any_prefix(msg, auth_prefixes) then return "auth", false end
+  if any_prefix(msg, quota_prefixes) then return "quota", false end
+  if starts(msg, "Throttled by") then
+    -- The DOMAIN limit is a daily cap: retrying soon cannot pass it.
+    return "throttled", not starts(msg, "Throttled by DOMAIN")
+  end
+  if starts(msg, "Nonce Used") then return "gateway", true end
+  return "gateway", (status or 0) >= 500
+end
+
+-- Transport failures that a new attempt cannot mend.
+local permanent = {
+  PEER_FAILED_VERIFICATION = true, SSL_CACERT_BADFILE = true, SSL_CERTPROBLEM = true,
+  SSL_CIPHER = true, UNSUPPORTED_PROTOCOL = true, URL_MALFORMAT = true, OUT_OF_MEMORY = true,
+}
+
+local http_retryable = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
+
+local function is_2xx(status) return status ~= nil and status >= 200 and status <= 299 end
+
+--- Classifies an engine response that is not a success. Returns the fields
+-- of an error (without attempts and elapsed), or nil when `r` is a success,
+-- with its decoded body.
+function M.classify(r)
+  local h = r.headers or {}
+  local status = r.status ~= 0 and r.status or nil
+  local request_id = h["x-ca-request-id"]
+  local billed = is_2xx(status)
+
+  if r.too_large then
+    return M.new({
+      kind = "protocol", ok = 0, status = status, billed = billed, code = "RESPONSE_TOO_LARGE",
+      msg = "the answer is larger than max_response_bytes; it was abandoned",
+      request_id = request_id, retryable = false,
+    })
+  end
+
+  if r.curl_code then
+    -- No complete answer. Billing is known when a status line arrived (the
+    -- gateway bills exactly the 2xx ones) or when nothing was sent at all;
+    -- otherwise the request may have reached the gateway: unknown.
+    if not status then
+      if r.sent then billed = nil else billed = false end
+    end
+    return M.new({
+      kind = r.curl_name == "OPERATION_TIMEDOUT" and "timeout" or "transport",
+      ok = 0, msg = r.curl_error, status = status, billed = billed, code = r.curl_name,
+      request_id = request_id, retryable = billed == false and not permanent[r.curl_name],
+    })
+  end
+
+  local code, message = h["x-ca-error-code"], h["x-ca-error-message"]
+  if code == "" then code = nil end
+  if message == "" then message = nil end
+  if code or message then
+    local kind, retryable
+    if code then kind, retryable = by_code(code, status) else kind, retryable = by_message(message, status) end
+    return M.new({
+      kind = kind, ok = 0, msg = message or code, status = status, billed = billed, code = code,
+      request_id = request_id, retryable = retryable and not billed,
+    })
+  end
+
+  local body = r.json
+  local ok, msg
+  if type(body) == "table" then ok, msg = body.ok, body.msg end
+  if type(msg) ~= "string" then msg = nil end
+
+  if status == 666 then
+    return M.new({
+      kind = "api", ok = ok or 0, msg = msg or "the vendor refused the call (HTTP 666)",
+      status = status, billed = false, request_id = request_id, retryable = false,
+    })
+  end
+
+  if billed then
+    if type(body) ~= "table" then
+      return M.new({
+        kind = "protocol", ok = 0, status = status, billed = true, request_id = request_id,
+        retryable = false, code = "BAD_JSON",
+        msg = r.json_error and ("the answer is not JSON: " .. r.json_error)
+          or (r.body == "" and "the answer is empty" or "the answer is not a JSON object"),
+      })
+    end
+    if ok ~= 1 then
+      return M.new({
+        kind = "protocol", ok = ok ~= nil and ok or 0, status = status, billed = true,
+        msg = msg or "the answer's ok is not 1", request_id = request_id, retryable = false,
+      })
+    end
+    return nil
+  end
+
+  return M.new({
+    kind = "http", ok = ok or 0, msg = msg or ("HTTP " .. tostring(status)), status = status,
+    billed = false, request_id = request_id, retryable = http_retryable[status] == true,
+  })
+end
+
+return M

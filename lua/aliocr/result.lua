@@ -1,0 +1,87 @@
+--- Results: `text`, `lines` and `data` from a decoded answer of either
+-- interface, whatever shape `data` has (a string, an array of {words}, an
+-- array of {position, words}), with JSON nulls anywhere.
+-- @module aliocr.result
+local M = {}
+
+local tointeger = math.tointeger -- nil before Lua 5.3: numbers stay as they are
+local floor, huge = math.floor, math.huge
+
+--- Integral numbers become integers (Lua 5.3+: lua-cjson decodes every JSON
+-- number as a float there, so 41 would print as 41.0). Changes `v` in place
+-- and returns it.
+function M.normalize(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do
+      if type(x) == "table" then
+        M.normalize(x)
+      elseif tointeger and type(x) == "number" and x == floor(x) and x > -huge and x < huge then
+        v[k] = tointeger(x) or x
+      end
+    end
+  end
+  return v
+end
+
+local position_fields = { "top", "left", "width", "height" }
+
+local function position_of(p)
+  if type(p) ~= "table" then return nil end
+  local out = {}
+  for _, f in ipairs(position_fields) do
+    if type(p[f]) == "number" then out[f] = p[f] end
+  end
+  return next(out) and out or nil
+end
+
+local function words_of(w)
+  if type(w) == "string" then return w end
+  if type(w) == "number" then return tostring(w) end
+  return ""
+end
+
+--- The lines and text of `data`: a string gives one line per
+-- newline-separated part; an array gives one line per table element (other
+-- elements, JSON nulls among them, are skipped).
+function M.lines(data)
+  local lines, words = {}, {}
+  if type(data) == "string" then
+    for part in (data .. "\n"):gmatch("(.-)\r?\n") do
+      lines[#lines + 1] = { words = part }
+    end
+    if data == "" then lines = {} end
+    return lines, data
+  end
+  if type(data) == "table" then
+    for _, item in ipairs(data) do
+      if type(item) == "table" then
+        local line = { words = words_of(item.words), position = position_of(item.position) }
+        lines[#lines + 1] = line
+        words[#words + 1] = line.words
+      end
+    end
+  end
+  return lines, table.concat(words, "\n")
+end
+
+--- The result of a successful call from its decoded body (`ok` is 1).
+function M.build(body, response)
+  local data = body.data
+  if data == nil or type(data) == "userdata" then
+    -- The guide's field table names the array `result`; its example, `data`.
+    if body.result ~= nil then data = body.result end
+  end
+  local lines, text = M.lines(data)
+  return {
+    ok = body.ok,
+    msg = body.msg,
+    text = text,
+    lines = lines,
+    data = data,
+    status = response.status,
+    billed = true,
+    request_id = response.headers["x-ca-request-id"],
+  }
+end
+
+return M

@@ -1,0 +1,45 @@
+/*
+ * Internal declarations shared by the files of aliocr.core. Nothing here is
+ * exported: the only symbol the shared object exports is luaopen_aliocr_core.
+ */
+#ifndef ALIOCR_H
+#define ALIOCR_H
+
+#include <stddef.h>
+
+#include "compat.h"
+
+#define ALIOCR_VERSION "0.1.0"
+
+#define ALIOCR_ENGINE "aliocr.Engine"
+#define ALIOCR_CREDENTIALS "aliocr.Credentials"
+
+/* The credentials of a client; the secrets never leave C. */
+typedef struct aliocr_credentials {
+    int mode;           /* ALIOCR_APPCODE or ALIOCR_SIGNATURE; 0 once closed */
+    char *appcode;
+    char *app_key;
+    char *app_secret;
+    int sha1;           /* HmacSHA1 instead of HmacSHA256 */
+} aliocr_credentials;
+
+enum { ALIOCR_APPCODE = 1, ALIOCR_SIGNATURE = 2 };
+
+/* Registration of each part, called by luaopen_aliocr_core with the module
+ * table on top of the stack. */
+void aliocr_engine_open(lua_State *L);
+void aliocr_credentials_open(lua_State *L);
+
+/* The credentials at stack index i (raises if it is something else or closed). */
+aliocr_credentials *aliocr_check_credentials(lua_State *L, int i);
+
+/* Standard Base64 of n bytes, with padding, into out (at least 4*((n+2)/3)+1). */
+void aliocr_base64(const unsigned char *in, size_t n, char *out);
+
+/* Seconds on the monotonic clock. */
+double aliocr_monotonic(void);
+
+/* A string that must not contain CR, LF or NUL (it goes into a header). */
+const char *aliocr_check_header_safe(lua_State *L, int i, const char *what, size_t *len);
+
+#endif

@@ -1,0 +1,790 @@
+/*
+ * aliocr.Engine: HTTP transfers on one libcurl multi handle.
+ *
+ * Every call of a client runs on its engine: `perform` (one call, blocking),
+ * and `add` + `run` (many at once, or without blocking). The multi handle
+ * owns the connection cache, so connections are kept alive and reused across
+ * calls. libcurl's callbacks only append to C buffers; Lua is touched only by
+ * the engine's methods, after a transfer is complete (the JSON body is
+ * decoded then, by lua-cjson).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "aliocr.h"
+
+#define IDLE_MAX 64               /* easy handles kept for reuse */
+#define DEFAULT_MAX_BYTES (16 * 1024 * 1024)
+
+typedef struct buffer {
+    char *data;
+    size_t len, cap;
+} buffer;
+
+struct engine;
+
+typedef struct job {
+    struct job *next;
+    struct engine *engine;
+    CURL *easy;
+    lua_Integer id;
+    buffer body, head;
+    struct curl_slist *headers;
+    char errbuf[CURL_ERROR_SIZE];
+    curl_off_t max_bytes;
+    int too_large;
+    int decode;
+    CURLcode result;
+} job;
+
+typedef struct engine {
+    CURLM *multi;
+    job *active;               /* transfers under way */
+    job *done, *done_tail;     /* finished, in the order they finished */
+    CURL *idle[IDLE_MAX];
+    int nidle;
+    lua_Integer next_id;
+    int decode_ref;            /* registry: the decode function of our cjson instance */
+    int closed;
+} engine;
+
+/* Buffers ------------------------------------------------------------------ */
+
+static int buffer_append(buffer *b, const char *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *d;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        d = realloc(b->data, cap);
+        if (!d)
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static void buffer_free(buffer *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* libcurl callbacks: no Lua, nothing that can raise ------------------------- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    job *j = ud;
+    size_t bytes = size * n;
+    if ((curl_off_t)(j->body.len + bytes) > j->max_bytes) {
+        j->too_large = 1;      /* abandon the body rather than buffer it */
+        return 0;
+    }
+    return buffer_append(&j->body, p, bytes) == 0 ? bytes : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    job *j = ud;
+    size_t bytes = size * n;
+    static const char cl[] = "content-length:";
+    if (bytes > sizeof cl - 1 && strncasecmp(p, cl, sizeof cl - 1) == 0) {
+        char tmp[32];
+        size_t k = bytes - (sizeof cl - 1);
+        if (k >= sizeof tmp)
+            k = sizeof tmp - 1;
+        memcpy(tmp, p + sizeof cl - 1, k);
+        tmp[k] = '\0';
+        if (strtod(tmp, NULL) > (double)j->max_bytes) {
+            j->too_large = 1;  /* too large by its own account: do not start */
+            return 0;
+        }
+    }
+    return buffer_append(&j->head, p, bytes) == 0 ? bytes : 0;
+}
+
+/* Engine ---------------------------------------------------------------------- */
+
+static engine *check_engine(lua_State *L, int i)
+{
+    engine *e = luaL_checkudata(L, i, ALIOCR_ENGINE);
+    if (e->closed)
+        luaL_error(L, "attempt to use a closed aliocr engine");
+    return e;
+}
+
+static CURL *take_easy(engine *e)
+{
+    if (e->nidle > 0)
+        return e->idle[--e->nidle];
+    return curl_easy_init();
+}
+
+static void job_free(engine *e, job *j)
+{
+    if (j->easy) {
+        if (!e->closed && e->nidle < IDLE_MAX) {
+            curl_easy_reset(j->easy);
+            e->idle[e->nidle++] = j->easy;
+        } else {
+            curl_easy_cleanup(j->easy);
+        }
+    }
+    curl_slist_free_all(j->headers);
+    buffer_free(&j->body);
+    buffer_free(&j->head);
+    free(j);
+}
+
+static void unlink_job(job **list, job *j)
+{
+    for (; *list; list = &(*list)->next) {
+        if (*list == j) {
+            *list = j->next;
+            j->next = NULL;
+            return;
+        }
+    }
+}
+
+static void unlink_done(engine *e, job *j)
+{
+    job *prev = NULL, *k;
+    for (k = e->done; k; prev = k, k = k->next) {
+        if (k == j) {
+            if (prev)
+                prev->next = j->next;
+            else
+                e->done = j->next;
+            if (e->done_tail == j)
+                e->done_tail = prev;
+            j->next = NULL;
+            return;
+        }
+    }
+}
+
+/* Moves finished transfers from the active list to the done list. */
+static void harvest(engine *e)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+        job *j = NULL;
+        CURL *easy = msg->easy_handle;
+        CURLcode result = msg->data.result;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&j);
+        curl_multi_remove_handle(e->multi, easy); /* its connection goes back to the cache */
+        if (!j)
+            continue;
+        j->result = result;
+        unlink_job(&e->active, j);
+        if (e->done_tail)
+            e->done_tail->next = j;
+        else
+            e->done = j;
+        e->done_tail = j;
+    }
+}
+
+/* Drives transfers: returns after one pass when wait_ms is 0; otherwise
+ * waits for activity up to wait_ms. */
+static void drive(engine *e, int wait_ms)
+{
+    int running = 0;
+    curl_multi_perform(e->multi, &running);
+    harvest(e);
+    if (wait_ms > 0 && running > 0 && !e->done) {
+        curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
+        curl_multi_perform(e->multi, &running);
+        harvest(e);
+    }
+}
+
+static const char *curl_code_name(CURLcode c)
+{
+    switch (c) {
+    case CURLE_OK: return "OK";
+    case CURLE_UNSUPPORTED_PROTOCOL: return "UNSUPPORTED_PROTOCOL";
+    case CURLE_URL_MALFORMAT: return "URL_MALFORMAT";
+    case CURLE_COULDNT_RESOLVE_PROXY: return "COULDNT_RESOLVE_PROXY";
+    case CURLE_COULDNT_RESOLVE_HOST: return "COULDNT_RESOLVE_HOST";
+    case CURLE_COULDNT_CONNECT: return "COULDNT_CONNECT";
+    case CURLE_WEIRD_SERVER_REPLY: return "WEIRD_SERVER_REPLY";
+    case CURLE_HTTP2: return "HTTP2";
+    case CURLE_PARTIAL_FILE: return "PARTIAL_FILE";
+    case CURLE_WRITE_ERROR: return "WRITE_ERROR";
+    case CURLE_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
+    case CURLE_OPERATION_TIMEDOUT: return "OPERATION_TIMEDOUT";
+    case CURLE_SSL_CONNECT_ERROR: return "SSL_CONNECT_ERROR";
+    case CURLE_GOT_NOTHING: return "GOT_NOTHING";
+    case CURLE_SEND_ERROR: return "SEND_ERROR";
+    case CURLE_RECV_ERROR: return "RECV_ERROR";
+    case CURLE_SSL_CERTPROBLEM: return "SSL_CERTPROBLEM";
+    case CURLE_SSL_CIPHER: return "SSL_CIPHER";
+    case CURLE_PEER_FAILED_VERIFICATION: return "PEER_FAILED_VERIFICATION";
+    case CURLE_SSL_CACERT_BADFILE: return "SSL_CACERT_BADFILE";
+    case CURLE_FILESIZE_EXCEEDED: return "FILESIZE_EXCEEDED";
+    case CURLE_HTTP2_STREAM: return "HTTP2_STREAM";
+    case CURLE_HTTP3: return "HTTP3";
+    case CURLE_ABORTED_BY_CALLBACK: return "ABORTED_BY_CALLBACK";
+    default: return NULL;
+    }
+}
+
+/* Pushes the headers of the last response in the header buffer as a table of
+ * lower-cased names; a repeated header's values are joined with ", ". */
+static void push_headers(lua_State *L, const buffer *b)
+{
+    const char *p = b->data ? b->data : "", *end = p + b->len, *start = p;
+    const char *s;
+    /* The last status line: interim (1xx) and proxy answers come before it. */
+    for (s = p; s < end; s++) {
+        if ((s == p || s[-1] == '\n') && end - s >= 5 && memcmp(s, "HTTP/", 5) == 0)
+            start = s;
+    }
+    lua_newtable(L);
+    for (s = start; s < end;) {
+        const char *eol = memchr(s, '\n', (size_t)(end - s));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(s, ':', (size_t)(line_end - s));
+        if (colon && colon > s && memcmp(s, "HTTP/", 5) != 0) {
+            const char *v = colon + 1, *ve = line_end;
+            char name[256];
+            size_t i, nlen = (size_t)(colon - s);
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (nlen < sizeof name) {
+                for (i = 0; i < nlen; i++) {
+                    char c = s[i];
+                    name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+                }
+                lua_pushlstring(L, name, nlen);
+                lua_pushvalue(L, -1);
+                lua_rawget(L, -3);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    lua_pushlstring(L, v, (size_t)(ve - v));
+                } else {
+                    lua_pushliteral(L, ", ");
+                    lua_pushlstring(L, v, (size_t)(ve - v));
+                    lua_concat(L, 3);
+                }
+                lua_rawset(L, -3);
+            }
+        }
+        s = eol ? eol + 1 : end;
+    }
+}
+
+/* Pushes the response of a finished job (a table; see the README). */
+static void push_response(lua_State *L, engine *e, job *j)
+{
+    long status = 0, connects = 0;
+    curl_off_t request_size = 0;
+    double total = 0;
+    const char *name;
+
+    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME, &total);
+
+    lua_createtable(L, 0, 14);
+    lua_pushinteger(L, j->id);
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    lua_pushboolean(L, request_size > 0);
+    lua_setfield(L, -2, "sent");
+    lua_pushinteger(L, connects);
+    lua_setfield(L, -2, "connects");
+    lua_pushnumber(L, total);
+    lua_setfield(L, -2, "elapsed");
+    push_headers(L, &j->head);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, j->body.data ? j->body.data : "", j->body.len);
+    lua_setfield(L, -2, "body");
+    lua_pushboolean(L, j->too_large);
+    lua_setfield(L, -2, "too_large");
+    if (j->result != CURLE_OK) {
+        lua_pushinteger(L, j->result);
+        lua_setfield(L, -2, "curl_code");
+        name = curl_code_name(j->result);
+        if (name)
+            lua_pushstring(L, name);
+        else
+            lua_pushfstring(L, "CURLE_%d", (int)j->result);
+        lua_setfield(L, -2, "curl_name");
+        lua_pushstring(L, j->errbuf[0] ? j->errbuf : curl_easy_strerror(j->result));
+        lua_setfield(L, -2, "curl_error");
+    } else if (j->decode && j->body.len > 0) {
+        /* JSON to tables, by lua-cjson, now that the transfer is over. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
+        lua_getfield(L, -2, "body");
+        if (lua_pcall(L, 1, 1, 0) == 0) {
+            lua_setfield(L, -2, "json");
+        } else {
+            lua_setfield(L, -2, "json_error");
+        }
+    }
+}
+
+/* Request options ----------------------------------------------------------------- */
+
+typedef struct request {
+    const char *url, *body, *ca_file, *proxy, *user_agent;
+    size_t body_len;
+    int post, verify, decode;
+    long timeout_ms, connect_timeout_ms;
+    curl_off_t max_bytes;
+    aliocr_credentials *cred;
+} request;
+
+static const char *opt_string(lua_State *L, int t, const char *name)
+{
+    const char *s = NULL;
+    lua_getfield(L, t, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request field '%s' must be a string", name);
+        s = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1); /* the request table keeps the string alive */
+    return s;
+}
+
+static lua_Number opt_number(lua_State *L, int t, const char *name, lua_Number def)
+{
+    lua_Number n = def;
+    lua_getfield(L, t, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "request field '%s' must be a number", name);
+        n = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+static int opt_bool(lua_State *L, int t, const char *name, int def)
+{
+    int b = def;
+    lua_getfield(L, t, name);
+    if (!lua_isnil(L, -1))
+        b = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* Reads and checks the request table at index t; raises on misuse, before
+ * anything is allocated. */
+static void read_request(lua_State *L, int t, request *r)
+{
+    const char *method;
+    luaL_checktype(L, t, LUA_TTABLE);
+    memset(r, 0, sizeof *r);
+    r->url = opt_string(L, t, "url");
+    if (!r->url)
+        luaL_error(L, "request needs a url");
+    if (strncasecmp(r->url, "http://", 7) != 0 && strncasecmp(r->url, "https://", 8) != 0)
+        luaL_error(L, "request url must be http:// or https://");
+    method = opt_string(L, t, "method");
+    if (!method || strcmp(method, "POST") == 0)
+        r->post = 1;
+    else if (strcmp(method, "GET") != 0)
+        luaL_error(L, "request method must be \"GET\" or \"POST\"");
+    lua_getfield(L, t, "body");
+    if (!lua_isnil(L, -1))
+        r->body = luaL_checklstring(L, -1, &r->body_len);
+    lua_pop(L, 1);
+    r->ca_file = opt_string(L, t, "ca_file");
+    r->proxy = opt_string(L, t, "proxy");
+    r->user_agent = opt_string(L, t, "user_agent");
+    r->verify = opt_bool(L, t, "verify", 1);
+    r->decode = opt_bool(L, t, "decode", 1);
+    r->timeout_ms = (long)opt_number(L, t, "timeout_ms", 0);
+    r->connect_timeout_ms = (long)opt_number(L, t, "connect_timeout_ms", 0);
+    r->max_bytes = (curl_off_t)opt_number(L, t, "max_bytes", DEFAULT_MAX_BYTES);
+    if (r->timeout_ms < 0 || r->connect_timeout_ms < 0 || r->max_bytes < 0)
+        luaL_error(L, "request timeouts and max_bytes must not be negative");
+    lua_getfield(L, t, "credentials");
+    if (!lua_isnil(L, -1))
+        r->cred = aliocr_check_credentials(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "headers");
+    if (!lua_isnil(L, -1)) {
+        int i, n;
+        luaL_checktype(L, -1, LUA_TTABLE);
+        n = (int)lua_rawlen(L, -1);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "request headers must be strings");
+            aliocr_check_header_safe(L, -1, "a request header", NULL);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* The header list of a request: its headers, the AppCode (in AppCode mode),
+ * and "Expect:" (no 100-continue round trip). NULL when out of memory. */
+static struct curl_slist *build_headers(lua_State *L, int t, const request *r)
+{
+    struct curl_slist *list = NULL, *next;
+    int i, n;
+    lua_getfield(L, t, "headers");
+    n = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        next = curl_slist_append(list, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (!next)
+            goto fail;
+        list = next;
+    }
+    lua_pop(L, 1);
+    if (r->cred && r->cred->mode == ALIOCR_APPCODE) {
+        static const char prefix[] = "Authorization: APPCODE ";
+        size_t len = sizeof prefix + strlen(r->cred->appcode);
+        char *line = malloc(len);
+        if (!line)
+            goto fail_popped;
+        memcpy(line, prefix, sizeof prefix - 1);
+        strcpy(line + sizeof prefix - 1, r->cred->appcode);
+        next = curl_slist_append(list, line); /* copies */
+        memset(line, 0, len);
+        free(line);
+        if (!next)
+            goto fail_popped;
+        list = next;
+    }
+    next = curl_slist_append(list, "Expect:");
+    if (!next)
+        goto fail_popped;
+    return next;
+fail:
+    lua_pop(L, 1);
+fail_popped:
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+static int setup_easy(job *j, const request *r)
+{
+    CURL *c = j->easy;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val); } while (0)
+    SET(CURLOPT_URL, r->url);
+    SET(CURLOPT_PRIVATE, (char *)j);
+    SET(CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+    SET(CURLOPT_MAXFILESIZE_LARGE, r->max_bytes);
+    SET(CURLOPT_SSL_VERIFYPEER, r->verify ? 1L : 0L);
+    SET(CURLOPT_SSL_VERIFYHOST, r->verify ? 2L : 0L);
+    if (r->ca_file)
+        SET(CURLOPT_CAINFO, r->ca_file);
+    if (r->proxy)
+        SET(CURLOPT_PROXY, r->proxy);
+    if (r->user_agent)
+        SET(CURLOPT_USERAGENT, r->user_agent);
+    SET(CURLOPT_HTTPHEADER, j->headers);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)j);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)j);
+    SET(CURLOPT_ERRORBUFFER, j->errbuf);
+    if (r->post) {
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        SET(CURLOPT_COPYPOSTFIELDS, r->body ? r->body : "");
+    } else {
+        SET(CURLOPT_HTTPGET, 1L);
+    }
+#undef SET
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+/* Starts the transfer of the request at index t; returns its job. Raises on
+ * misuse, and on out-of-memory after freeing what it allocated. */
+static job *start(lua_State *L, engine *e, int t)
+{
+    request r;
+    job *j;
+    read_request(L, t, &r);
+    j = calloc(1, sizeof *j);
+    if (!j)
+        luaL_error(L, "out of memory");
+    j->engine = e;
+    j->max_bytes = r.max_bytes;
+    j->decode = r.decode;
+    j->easy = take_easy(e);
+    j->headers = j->easy ? build_headers(L, t, &r) : NULL;
+    if (!j->easy || !j->headers || setup_easy(j, &r) != 0 ||
+        curl_multi_add_handle(e->multi, j->easy) != CURLM_OK) {
+        job_free(e, j);
+        luaL_error(L, "could not set up the transfer (out of memory?)");
+    }
+    j->id = ++e->next_id;
+    j->next = e->active;
+    e->active = j;
+    return j;
+}
+
+/***
+ * Starts a request without waiting for it; returns its id.
+ * @function add
+ */
+static int engine_add(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    job *j = start(L, e, 2);
+    lua_pushinteger(L, j->id);
+    return 1;
+}
+
+/***
+ * Makes one request and waits for its answer; returns the response table.
+ * Other transfers under way progress meanwhile, and their responses wait
+ * for `run`.
+ * @function perform
+ */
+static int engine_perform(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    job *j = start(L, e, 2), *k;
+    int finished = 0;
+    while (!finished) {
+        drive(e, 1000);
+        for (k = e->done; k; k = k->next)
+            if (k == j)
+                finished = 1;
+    }
+    push_response(L, e, j);
+    unlink_done(e, j);
+    job_free(e, j);
+    return 1;
+}
+
+/***
+ * Drives the transfers under way for at most `timeout` seconds (0: a single
+ * pass that never blocks); returns an array of the responses of the
+ * transfers that finished, and the number still under way.
+ * @function run
+ */
+static int engine_run(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    lua_Number timeout = luaL_optnumber(L, 2, 0);
+    double deadline = aliocr_monotonic() + (timeout > 0 ? timeout : 0);
+    int n = 0, pending = 0;
+    job *j;
+    drive(e, 0);
+    while (!e->done && e->active) {
+        double left = deadline - aliocr_monotonic();
+        if (left <= 0)
+            break;
+        drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1);
+    }
+    lua_newtable(L);
+    while ((j = e->done) != NULL) {
+        push_response(L, e, j);
+        lua_rawseti(L, -2, ++n);
+        unlink_done(e, j);
+        job_free(e, j);
+    }
+    for (j = e->active; j; j = j->next)
+        pending++;
+    lua_pushinteger(L, pending);
+    return 2;
+}
+
+/***
+ * Abandons a transfer (under way or finished but not collected); true if
+ * there was one with that id.
+ * @function cancel
+ */
+static int engine_cancel(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    job *j;
+    for (j = e->active; j; j = j->next) {
+        if (j->id == id) {
+            curl_multi_remove_handle(e->multi, j->easy);
+            unlink_job(&e->active, j);
+            job_free(e, j);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    for (j = e->done; j; j = j->next) {
+        if (j->id == id) {
+            unlink_done(e, j);
+            job_free(e, j);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+/***
+ * The number of transfers under way or finished but not collected.
+ * @function pending
+ */
+static int engine_pending(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    int n = 0;
+    job *j;
+    for (j = e->active; j; j = j->next)
+        n++;
+    for (j = e->done; j; j = j->next)
+        n++;
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* close, __gc and __close: frees everything; idempotent. */
+static int engine_close(lua_State *L)
+{
+    engine *e = luaL_checkudata(L, 1, ALIOCR_ENGINE);
+    job *j;
+    if (e->closed)
+        return 0;
+    e->closed = 1;
+    while ((j = e->active) != NULL) {
+        e->active = j->next;
+        if (e->multi)
+            curl_multi_remove_handle(e->multi, j->easy);
+        job_free(e, j);
+    }
+    while ((j = e->done) != NULL) {
+        e->done = j->next;
+        job_free(e, j);
+    }
+    e->done_tail = NULL;
+    while (e->nidle > 0)
+        curl_easy_cleanup(e->idle[--e->nidle]);
+    if (e->multi) {
+        curl_multi_cleanup(e->multi);
+        e->multi = NULL;
+    }
+    if (e->decode_ref != LUA_NOREF && e->decode_ref != LUA_REFNIL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, e->decode_ref);
+        e->decode_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static int engine_tostring(lua_State *L)
+{
+    engine *e = luaL_checkudata(L, 1, ALIOCR_ENGINE);
+    lua_pushfstring(L, "aliocr.Engine (%s)", e->closed ? "closed" : "open");
+    return 1;
+}
+
+/***
+ * A new engine: `{ json_max_depth = 64, max_host_connections = 0 (no limit),
+ * max_connections = 32 }`.
+ * @function engine
+ */
+static int engine_new(lua_State *L)
+{
+    lua_Number depth = 64, host = 0, conns = 32;
+    engine *e;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        depth = opt_number(L, 1, "json_max_depth", depth);
+        host = opt_number(L, 1, "max_host_connections", host);
+        conns = opt_number(L, 1, "max_connections", conns);
+    }
+    if (depth < 1 || depth > 1000)
+        return luaL_error(L, "json_max_depth must be from 1 to 1000");
+    if (host < 0 || conns < 1)
+        return luaL_error(L, "max_host_connections must be >= 0 and max_connections >= 1");
+
+    e = lua_newuserdata(L, sizeof *e);
+    memset(e, 0, sizeof *e);
+    e->decode_ref = LUA_NOREF;
+    luaL_setmetatable(L, ALIOCR_ENGINE);
+    e->multi = curl_multi_init();
+    if (!e->multi)
+        return luaL_error(L, "curl_multi_init failed");
+    curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)host);
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)conns);
+
+    /* Our own lua-cjson instance: a depth limit, no NaN or Infinity. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    lua_call(L, 0, 1);
+    lua_getfield(L, -1, "decode_max_depth");
+    lua_pushnumber(L, depth);
+    lua_call(L, 1, 0);
+    lua_getfield(L, -1, "decode_invalid_numbers");
+    lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
+    lua_getfield(L, -1, "decode");
+    e->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2); /* the instance and the module */
+    return 1;
+}
+
+static const luaL_Reg engine_meta[] = {
+    {"__gc", engine_close},
+    {"__close", engine_close},
+    {"__tostring", engine_tostring},
+    {NULL, NULL}
+};
+
+static const luaL_Reg engine_methods[] = {
+    {"add", engine_add},
+    {"perform", engine_perform},
+    {"run", engine_run},
+    {"cancel", engine_cancel},
+    {"pending", engine_pending},
+    {"close", engine_close},
+    {NULL, NULL}
+};
+
+void aliocr_engine_open(lua_State *L)
+{
+    luaL_newmetatable(L, ALIOCR_ENGINE);
+    luaL_setfuncs(L, engine_meta, 0);
+    luaL_newlib(L, engine_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, engine_new);
+    lua_setfield(L, -2, "engine");
+}
