@@ -50,8 +50,9 @@ lint: bootstrap
 	luacheck lua emulator spec examples
 
 install: all
-	install -d $(DESTDIR)$(LUADIR) $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
+	install -d $(DESTDIR)$(LUADIR)/aliocr $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 644 lua/aliocr.lua $(DESTDIR)$(LUADIR)/aliocr.lua
+	install -m 644 $(wildcard lua/aliocr/*.lua) $(DESTDIR)$(LUADIR)/aliocr/
 	install -m 755 $(CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
 	install -m 755 bin/aliocr-emulator $(DESTDIR)$(BINDIR)/aliocr-emulator
 	rm -rf $(DESTDIR)$(DATADIR)/emulator

@@ -14,7 +14,7 @@ A C core (libcurl) under a thin Lua layer for the Aliyun marketplace
 "图片文字识别" API, with a local gateway emulator for offline testing.]],
 }
 
-dependencies = { "lua >= 5.1" }
+dependencies = { "lua >= 5.1", "lua-cjson" }
 
 external_dependencies = {
   CURL = { header = "curl/curl.h" },
@@ -24,12 +24,16 @@ build = {
   type = "builtin",
   modules = {
     ["aliocr.core"] = {
-      sources = { "src/core.c" },
-      libraries = { "curl" },
+      sources = { "src/core.c", "src/engine.c", "src/credentials.c" },
+      libraries = { "curl", "crypto" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
     },
     ["aliocr"] = "lua/aliocr.lua",
+    ["aliocr.client"] = "lua/aliocr/client.lua",
+    ["aliocr.errors"] = "lua/aliocr/errors.lua",
+    ["aliocr.result"] = "lua/aliocr/result.lua",
+    ["aliocr.signing"] = "lua/aliocr/signing.lua",
   },
   copy_directories = { "examples" },
 }

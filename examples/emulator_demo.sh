@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: starts the local emulator on free ports, calls both OCR
 # interfaces the way the README shows (curl, APPCODE auth), shows what a
-# failed and a refused call look like and what was billed, then stops the
-# emulator. Nothing outlives the script.
+# failed and a refused call look like, runs examples/basic.lua (the Lua
+# client), shows what was billed, then stops the emulator. Nothing outlives
+# the script.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,11 @@ curl -sS -o /dev/null -D - -H "Authorization: APPCODE wrong" \
 step "the quota was 3 billed calls: the next call is refused"
 curl -sS -o /dev/null -D - -H "$auth" --data-urlencode "url=$image" "$endpoint/ocr/advanced" |
   grep -iE '^(HTTP|x-ca-error)'
+
+step "the same with the Lua client: examples/basic.lua (the quota lifted first)"
+curl -sS -o /dev/null -d '{"quotas":{"demo-code":false}}' "$control/settings"
+LUA_PATH="lua/?.lua;;" LUA_CPATH="build/?.so;;" ALIOCR_APPCODE=demo-code ALIOCR_ENDPOINT="$endpoint" \
+  lua5.4 examples/basic.lua "$image"
 
 step "what the emulator billed (its control endpoint: GET /ledger)"
 curl -sS "$control/ledger"

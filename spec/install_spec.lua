@@ -19,7 +19,7 @@ describe("make install", function()
   it("puts the Lua module and the C core where LUA_PATH and LUA_CPATH find them", function()
     assert.truthy(io.open(prefix .. "/share/lua/5.4/aliocr.lua"))
     assert.truthy(io.open(prefix .. "/lib/lua/5.4/aliocr/core.so"))
-    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua' LUA_CPATH='%s/lib/lua/5.4/?.so' ",
+    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;' ",
       prefix, prefix)
     local out, status = run(env .. "lua5.4 -e 'local a = require(\"aliocr\"); " ..
       "print(a._VERSION); print(a.versions().curl); print(package.searchpath(\"aliocr.core\", package.cpath))'")
@@ -30,6 +30,44 @@ describe("make install", function()
     local dev = run("curl-config --version"):match("libcurl (%S+)")
     assert.equal(dev, curl)
     assert.equal(prefix .. "/lib/lua/5.4/aliocr/core.so", core)
+  end)
+
+  it("lets a plain lua5.4 script run the DESIGN.md examples against the emulator", function()
+    local emu = emulator.start({ "--port", "0", "--appcode", "demo-code", "--app-key", "demo-key:demo-secret" })
+    local script = prefix .. "/design_example.lua"
+    require("helpers.sh").write_all(script, [[
+local aliocr = require("aliocr")
+local image = os.getenv("IMAGE")
+local client = aliocr.new{ appcode = "demo-code", endpoint = os.getenv("ENDPOINT"), timeout = 10 }
+local res, err = client:recognize(image, { show = "1" })
+assert(res, tostring(err))
+print("recognize", res.ok, res.msg, #res.lines, res.lines[1].words, res.status, res.billed)
+res, err = client:handwriting(image)
+assert(res, tostring(err))
+print("handwriting", #res.lines, res.lines[1].words, res.lines[1].position.top)
+res, err = client:recognize(os.getenv("ENDPOINT") .. "/images/missing.png")
+print("error", res, aliocr.is_error(err), err.kind, err.status, err.billed)
+local signed = aliocr.new{ app_key = "demo-key", app_secret = "demo-secret", signature_method = "HmacSHA1" }
+res = assert(signed:recognize(image))
+print("signed", res.billed)
+local s = client:stats()
+print("stats", s.requests, s.billed, s.not_billed)
+client:close()
+client:close()
+]])
+    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;' " ..
+      "ENDPOINT='%s' IMAGE='%s' ALIOCR_ENDPOINT='%s' ", prefix, prefix, emu.endpoint, emu.image, emu.endpoint)
+    local out, status = run("cd / && " .. env .. "lua5.4 " .. script)
+    local left = emu:stop()
+    assert.equal(0, status, out)
+    assert.equal(table.concat({
+      "recognize\t1\t查询成功\t3\t冰心散文精选\t200\ttrue",
+      "handwriting\t4\t拇指云软件\t41",
+      "error\tnil\ttrue\tapi\t666\tfalse",
+      "signed\ttrue",
+      "stats\t3\t2\t1",
+    }, "\n") .. "\n", out)
+    assert.same({ processes = {}, files = {} }, left)
   end)
 
   it("exports nothing from the C core but luaopen_aliocr_core", function()
