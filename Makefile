@@ -36,9 +36,11 @@ bootstrap:
 
 build: $(CORE)
 
+# Built aside and renamed: a process that has the old one loaded keeps it.
 $(CORE): $(SOURCES) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SOURCES) $(LDFLAGS) $(CURL_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@.tmp $(SOURCES) $(LDFLAGS) $(CURL_LIBS)
+	@mv -f $@.tmp $@
 
 test: all
 	@LUA=$(LUA) spec/run

@@ -171,7 +171,7 @@ static int credentials_sign(lua_State *L)
     return 1;
 }
 
-/* close, __gc and __close: wipes and frees the secrets; idempotent. */
+/* close, __gc and __close: wipes and frees the secrets; idempotent; returns true. */
 static int credentials_close(lua_State *L)
 {
     aliocr_credentials *c = luaL_checkudata(L, 1, ALIOCR_CREDENTIALS);
@@ -180,7 +180,8 @@ static int credentials_close(lua_State *L)
     free(c->app_key);
     c->app_key = NULL;
     c->mode = 0;
-    return 0;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static int credentials_tostring(lua_State *L)

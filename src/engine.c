@@ -38,6 +38,7 @@ typedef struct job {
     char errbuf[CURL_ERROR_SIZE];
     curl_off_t max_bytes;
     int too_large;
+    int too_large_declared;    /* a Content-Length over max_bytes was seen */
     int decode;
     CURLcode result;
 } job;
@@ -106,12 +107,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             k = sizeof tmp - 1;
         memcpy(tmp, p + sizeof cl - 1, k);
         tmp[k] = '\0';
-        if (strtod(tmp, NULL) > (double)j->max_bytes) {
-            j->too_large = 1;  /* too large by its own account: do not start */
-            return 0;
-        }
+        if (strtod(tmp, NULL) > (double)j->max_bytes)
+            j->too_large_declared = 1;
     }
-    return buffer_append(&j->head, p, bytes) == 0 ? bytes : 0;
+    if (buffer_append(&j->head, p, bytes) != 0)
+        return 0;
+    /* At the end of the headers (all of them kept, X-Ca-Request-Id too), an
+     * answer too large by its own account is abandoned before its body. */
+    if (j->too_large_declared && (bytes == 2 || bytes == 1) && (p[0] == '\r' || p[0] == '\n')) {
+        j->too_large = 1;
+        return 0;
+    }
+    return bytes;
 }
 
 /* Engine ---------------------------------------------------------------------- */
@@ -200,14 +207,26 @@ static void harvest(engine *e)
     }
 }
 
-/* Drives transfers: returns after one pass when wait_ms is 0; otherwise
- * waits for activity up to wait_ms. */
-static void drive(engine *e, int wait_ms)
+static int is_done(engine *e, job *target)
+{
+    job *k;
+    if (!target)
+        return e->done != NULL;
+    for (k = e->done; k; k = k->next)
+        if (k == target)
+            return 1;
+    return 0;
+}
+
+/* Drives transfers: one pass when wait_ms is 0; otherwise, unless `target`
+ * (or, with no target, any transfer) has finished, waits up to wait_ms for
+ * activity on the sockets and makes another pass. */
+static void drive(engine *e, int wait_ms, job *target)
 {
     int running = 0;
     curl_multi_perform(e->multi, &running);
     harvest(e);
-    if (wait_ms > 0 && running > 0 && !e->done) {
+    if (wait_ms > 0 && running > 0 && !is_done(e, target)) {
         curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
         curl_multi_perform(e->multi, &running);
         harvest(e);
@@ -505,7 +524,6 @@ static int setup_easy(job *j, const request *r)
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-    SET(CURLOPT_MAXFILESIZE_LARGE, r->max_bytes);
     SET(CURLOPT_SSL_VERIFYPEER, r->verify ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, r->verify ? 2L : 0L);
     if (r->ca_file)
@@ -577,14 +595,9 @@ static int engine_add(lua_State *L)
 static int engine_perform(lua_State *L)
 {
     engine *e = check_engine(L, 1);
-    job *j = start(L, e, 2), *k;
-    int finished = 0;
-    while (!finished) {
-        drive(e, 1000);
-        for (k = e->done; k; k = k->next)
-            if (k == j)
-                finished = 1;
-    }
+    job *j = start(L, e, 2);
+    while (!is_done(e, j))
+        drive(e, 1000, j);
     push_response(L, e, j);
     unlink_done(e, j);
     job_free(e, j);
@@ -604,12 +617,12 @@ static int engine_run(lua_State *L)
     double deadline = aliocr_monotonic() + (timeout > 0 ? timeout : 0);
     int n = 0, pending = 0;
     job *j;
-    drive(e, 0);
+    drive(e, 0, NULL);
     while (!e->done && e->active) {
         double left = deadline - aliocr_monotonic();
         if (left <= 0)
             break;
-        drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1);
+        drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1, NULL);
     }
     lua_newtable(L);
     while ((j = e->done) != NULL) {
@@ -672,13 +685,14 @@ static int engine_pending(lua_State *L)
     return 1;
 }
 
-/* close, __gc and __close: frees everything; idempotent. */
+/* close, __gc and __close: frees everything; idempotent; returns true. */
 static int engine_close(lua_State *L)
 {
     engine *e = luaL_checkudata(L, 1, ALIOCR_ENGINE);
     job *j;
+    lua_pushboolean(L, 1);
     if (e->closed)
-        return 0;
+        return 1;
     e->closed = 1;
     while ((j = e->active) != NULL) {
         e->active = j->next;
@@ -701,7 +715,7 @@ static int engine_close(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, e->decode_ref);
         e->decode_ref = LUA_NOREF;
     }
-    return 0;
+    return 1;
 }
 
 static int engine_tostring(lua_State *L)

@@ -58,6 +58,18 @@ local function positive(v, what, allow_zero)
   return v
 end
 
+-- A parameter value as sent: whole numbers without a ".0" (Lua 5.3+ would
+-- write 1.0 for a float).
+local function param_string(v)
+  if type(v) == "number" and v == floor(v) and v > -2^53 and v < 2^53 then
+    return string.format("%.0f", v)
+  end
+  return tostring(v)
+end
+
+-- Milliseconds for libcurl, at least 1 (0 would mean "no limit").
+local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
+
 local function header_safe(s, what)
   if s ~= nil and s:find("[\r\n%z]") then fail(what .. " must not contain CR, LF or NUL characters") end
   return s
@@ -97,9 +109,15 @@ function Client.new(opts)
 
   -- Interface URLs: urls, else endpoint, else the environment.
   local urls = {}
-  local endpoint = opts.endpoint or getenv("ALIOCR_ENDPOINT")
-  if endpoint == "" then endpoint = nil end
-  if endpoint then endpoint = http_url(endpoint, "endpoint"):gsub("/+$", "") end
+  local endpoint = opts.endpoint
+  if endpoint ~= nil then
+    http_url(endpoint, "endpoint")
+  else
+    endpoint = getenv("ALIOCR_ENDPOINT")
+    if endpoint == "" then endpoint = nil end
+    if endpoint then http_url(endpoint, "ALIOCR_ENDPOINT") end
+  end
+  if endpoint then endpoint = endpoint:gsub("/+$", "") end
   local env_urls = { advanced = getenv("ALIOCR_ADVANCED_URL"), handwriting = getenv("ALIOCR_HANDWRITING_URL") }
   for api, path in pairs(PATHS) do
     local u = opts.urls and opts.urls[api]
@@ -160,8 +178,8 @@ function Client:__tostring()
 end
 
 local function check_open(self)
-  if getmetatable(self) ~= Client then error("aliocr: call client methods with ':'", 3) end
-  if not self._engine then error("aliocr: attempt to use a closed client", 3) end
+  if getmetatable(self) ~= Client then fail("call client methods with ':'") end
+  if not self._engine then fail("attempt to use a closed client") end
 end
 
 -- The parameters of a call, as a list of { key, value } with `url` first.
@@ -169,7 +187,7 @@ local function call_params(image_url, opts)
   local params = { { "url", image_url } }
   if opts.show ~= nil then
     if type(opts.show) ~= "string" and type(opts.show) ~= "number" then fail("show must be a string or a number") end
-    params[#params + 1] = { "show", tostring(opts.show) }
+    params[#params + 1] = { "show", param_string(opts.show) }
   end
   if opts.params ~= nil then
     if type(opts.params) ~= "table" then fail("params must be a table") end
@@ -184,7 +202,7 @@ local function call_params(image_url, opts)
       keys[#keys + 1] = k
     end
     table.sort(keys)
-    for _, k in ipairs(keys) do params[#params + 1] = { k, tostring(opts.params[k]) } end
+    for _, k in ipairs(keys) do params[#params + 1] = { k, param_string(opts.params[k]) } end
   end
   return params
 end
@@ -195,7 +213,7 @@ function Client:_request(url, params, method, timeout)
   local encoded = signing.form(params)
   local req = {
     url = url, method = method, credentials = self._cred,
-    timeout_ms = floor(timeout * 1000), connect_timeout_ms = floor(self._connect_timeout * 1000),
+    timeout_ms = ms(timeout), connect_timeout_ms = ms(self._connect_timeout),
     max_bytes = self._max_bytes, ca_file = self._ca_file, verify = self._verify,
     proxy = self._proxy, user_agent = self._user_agent,
   }
@@ -249,7 +267,6 @@ end
 
 --- One call of an interface: `kind` is "recognize" or "handwriting".
 function Client:_call(kind, image_url, opts)
-  check_open(self)
   local api = API_OF[kind]
   if type(image_url) ~= "string" then
     fail("the image URL must be a string, got " .. type(image_url))
@@ -302,10 +319,16 @@ function Client:_call(kind, image_url, opts)
 end
 
 --- Interface one (high precision): `client:recognize(image_url, opts)`.
-function Client:recognize(image_url, opts) return self:_call("recognize", image_url, opts) end
+function Client:recognize(image_url, opts)
+  check_open(self)
+  return self:_call("recognize", image_url, opts)
+end
 
 --- Interface two (handwriting, with line positions).
-function Client:handwriting(image_url, opts) return self:_call("handwriting", image_url, opts) end
+function Client:handwriting(image_url, opts)
+  check_open(self)
+  return self:_call("handwriting", image_url, opts)
+end
 
 --- Calls, attempts and outcomes so far (a copy).
 function Client:stats()
@@ -320,6 +343,7 @@ end
 --- Frees the client's connections and wipes its credentials; safe to call
 -- twice. A closed client raises on use.
 function Client:close()
+  if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   if self._engine then
     self._engine:close()
     self._cred:close()

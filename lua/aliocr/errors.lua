@@ -64,7 +64,8 @@ local function by_code(code, status)
   if code == "I403AA" then return "auth", false end
   if letter == "A" then return "auth", false end
   if letter == "B" then return "quota", false end
-  if letter == "T" then return "throttled", true end
+  -- The DOMAIN limit (T429ID) is a daily cap: retrying soon cannot pass it.
+  if letter == "T" then return "throttled", code ~= "T429ID" end
   if code == "I400NC" then return "gateway", true end -- nonce used: a new nonce may pass
   if code == "X500ED" or code == "X500AM" then return "gateway", false end -- configuration
   return "gateway", status >= 500
@@ -102,11 +103,18 @@ function M.classify(r)
   local billed = is_2xx(status)
 
   if r.too_large then
-    return M.new({
-      kind = "protocol", ok = 0, status = status, billed = billed, code = "RESPONSE_TOO_LARGE",
-      msg = "the answer is larger than max_response_bytes; it was abandoned",
-      request_id = request_id, retryable = false,
-    })
+    if billed then
+      return M.new({
+        kind = "protocol", ok = 0, status = status, billed = true, code = "RESPONSE_TOO_LARGE",
+        msg = "the answer is larger than max_response_bytes; it was abandoned",
+        request_id = request_id, retryable = false,
+      })
+    end
+    -- Not 2xx: the body was abandoned, and the status and the headers tell
+    -- the rest (a gateway error, 666, or an http error).
+    local err = M.classify({ status = r.status, headers = h, body = "" })
+    if not err.code then err.code = "RESPONSE_TOO_LARGE" end
+    return err
   end
 
   if r.curl_code then
@@ -149,11 +157,18 @@ function M.classify(r)
 
   if billed then
     if type(body) ~= "table" then
+      local too_deep = r.json_error and r.json_error:find("too many nested", 1, true)
+      local why
+      if too_deep then
+        why = "the answer is nested deeper than json_max_depth: " .. r.json_error
+      elseif r.json_error then
+        why = "the answer is not JSON: " .. r.json_error
+      else
+        why = r.body == "" and "the answer is empty" or "the answer is not a JSON object"
+      end
       return M.new({
         kind = "protocol", ok = 0, status = status, billed = true, request_id = request_id,
-        retryable = false, code = "BAD_JSON",
-        msg = r.json_error and ("the answer is not JSON: " .. r.json_error)
-          or (r.body == "" and "the answer is empty" or "the answer is not a JSON object"),
+        retryable = false, code = too_deep and "JSON_TOO_DEEP" or "BAD_JSON", msg = why,
       })
     end
     if ok ~= 1 then
