@@ -11,8 +11,9 @@ local cjson = require("cjson")
 local aliocr = require("aliocr")
 local core = require("aliocr.core")
 local signing = require("aliocr.signing")
+local util = require("helpers.util")
+local header, NOTHING_LEFT = util.header, util.NOTHING_LEFT
 
-local NOTHING_LEFT = { processes = {}, files = {} }
 local SPEC_SRC = debug.getinfo(1, "S").short_src
 
 -- The reference's self-computed vectors (aliyun-gateway.md 2.7).
@@ -49,13 +50,6 @@ local function with(t, extra)
   return out
 end
 
---- A header of a request log entry, whatever the case of its name.
-local function header(entry, name)
-  for k, v in pairs(entry.headers or {}) do
-    if k:lower() == name:lower() then return v end
-  end
-  return nil
-end
 
 --- The only entry of the emulator's request log (asserts there is one).
 local function only_request(emu)

@@ -8,23 +8,14 @@
 local emulator = require("helpers.emulator")
 local socket = require("socket")
 local aliocr = require("aliocr")
+local util = require("helpers.util")
+local eventually, closed_port, header, NOTHING_LEFT = util.eventually, util.closed_port, util.header, util.NOTHING_LEFT
 
-local NOTHING_LEFT = { processes = {}, files = {} }
 local UUID = "^%x+%-%x+%-%x+%-%x+%-%x+$"
 
 local SECRET_APPCODE = "secret-appcode-XYZ"
 local SECRET_APP_SECRET = "secret-app-secret-XYZ"
 
---- Polls `check` until it returns a true value (returned) or `seconds` pass.
-local function eventually(check, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  repeat
-    local v = check()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return nil
-end
 
 --- The request log once it holds at least `n` entries (a stalled request is
 -- logged only when its stall is over).
@@ -35,21 +26,7 @@ local function log_of(emu, n)
   end) or emu:requests()
 end
 
---- A port on loopback that nothing listens on.
-local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
 
---- A header of a logged request, whatever the case of its name.
-local function header(entry, name)
-  for k, v in pairs(entry.headers or {}) do
-    if k:lower() == name:lower() then return type(v) == "table" and v[1] or v end
-  end
-  return nil
-end
 
 local function statuses(log)
   local out = {}

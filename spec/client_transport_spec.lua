@@ -6,6 +6,8 @@ local emulator = require("helpers.emulator")
 local aliocr = require("aliocr")
 local core = require("aliocr.core")
 local socket = require("socket")
+local util = require("helpers.util")
+local closed_port = util.closed_port
 
 local now = core.monotonic
 
@@ -45,14 +47,6 @@ local function proc_status_kb(name)
   return tonumber(text:match(name .. ":%s*(%d+)"))
 end
 
---- A loopback port on which nothing listens (bound once, then released).
-local function closed_port()
-  local s = assert(socket.tcp())
-  assert(s:bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
 
 local function form_escape(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))

@@ -8,6 +8,8 @@ local cjson = require("cjson")
 local socket = require("socket")
 local emulator = require("helpers.emulator")
 local http = require("helpers.http")
+local util = require("helpers.util")
+local closed_port, stop_clean = util.closed_port, util.stop_clean
 
 -- The API guide's example answers, copied from the guide (not from the
 -- emulator's canned backend, so that a drift between the two shows).
@@ -46,11 +48,6 @@ local function start(options)
   return emulator.start(argv)
 end
 
--- Stops an emulator and checks that it left nothing behind.
-local function stop_clean(emu)
-  if not emu then return end
-  assert.same({ processes = {}, files = {} }, emu:stop())
-end
 
 -- Calls interface `api` with `params` ({ {name, value}, ... }) as a form
 -- body (a POST, even with no parameter at all) or, with `get`, as a query.
@@ -148,13 +145,6 @@ local function logged(emu, res)
   error("no request log entry with request_id " .. id)
 end
 
--- A port on loopback that nothing listens on.
-local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
 
 -- Sends raw bytes to the API listener and parses the answer (for requests
 -- curl will not make).

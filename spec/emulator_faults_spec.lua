@@ -10,9 +10,10 @@ local http = require("helpers.http")
 local cjson = require("cjson")
 local socket = require("socket")
 
-local NOTHING_LEFT = { processes = {}, files = {} }
 
 local q = require("helpers.sh").q
+local util = require("helpers.util")
+local eventually, stop_clean = util.eventually, util.stop_clean
 
 --- Percent-encodes everything but the unreserved characters, as
 -- curl --data-urlencode does.
@@ -22,10 +23,6 @@ end
 
 local function sh(cmd) return require("helpers.sh").capture(cmd .. " 2>/dev/null") end
 
---- Stops `emu` and checks that it left no process and no file behind.
-local function stop_clean(emu)
-  if emu then assert.same(NOTHING_LEFT, emu:stop()) end
-end
 
 --- Runs `f` and returns its result and the seconds it took.
 local function timed(f)
@@ -34,17 +31,6 @@ local function timed(f)
   return res, socket.gettime() - t0
 end
 
---- Polls `check` until it returns a true value (which it returns) or
--- `seconds` pass (then nil).
-local function eventually(check, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  repeat
-    local v = check()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return nil
-end
 
 --- The ledger once at least `n` authenticated calls are settled. The bill is
 -- settled in nginx's log phase, after the response went out, and a stalled

@@ -1,0 +1,44 @@
+-- Small helpers shared by the specs.
+local socket = require("socket")
+local luassert = require("luassert") -- busted's assert, which helpers do not see as a global
+
+local M = {}
+
+--- What Emulator:stop() returns when nothing was left behind.
+M.NOTHING_LEFT = { processes = {}, files = {} }
+
+--- Stops an emulator (if any) and asserts it left nothing behind.
+function M.stop_clean(emu)
+  if emu then luassert.same(M.NOTHING_LEFT, emu:stop()) end
+end
+
+--- Polls `check` until it returns a true value (which it returns) or
+-- `seconds` (default 5) pass (then nil).
+function M.eventually(check, seconds)
+  local deadline = socket.gettime() + (seconds or 5)
+  repeat
+    local v = check()
+    if v then return v end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  return nil
+end
+
+--- A port on loopback that nothing listens on.
+function M.closed_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
+--- A header of a logged request, whatever the case of its name (the first
+-- value of a repeated one).
+function M.header(entry, name)
+  for k, v in pairs(entry.headers or {}) do
+    if k:lower() == name:lower() then return type(v) == "table" and v[1] or v end
+  end
+  return nil
+end
+
+return M
