@@ -7,5 +7,7 @@ codes = true
 files["emulator/lua"] = { std = "luajit+ngx_lua" }
 -- The emulator's configure step runs under lua5.4.
 files["emulator/configure.lua"] = { std = "lua54" }
+-- The command line tool runs under lua5.4.
+files["bin/aliocr"] = { std = "lua54" }
 -- Specs run under lua5.4 with busted.
 files["spec"] = { std = "lua54+busted" }

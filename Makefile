@@ -53,13 +53,14 @@ demo: all
 	@examples/emulator_demo.sh
 
 lint: bootstrap
-	luacheck lua emulator spec examples
+	luacheck lua emulator spec examples bin/aliocr
 
 install: all
 	install -d $(DESTDIR)$(LUADIR)/aliocr $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 644 lua/aliocr.lua $(DESTDIR)$(LUADIR)/aliocr.lua
 	install -m 644 $(wildcard lua/aliocr/*.lua) $(DESTDIR)$(LUADIR)/aliocr/
 	install -m 755 $(CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
+	install -m 755 bin/aliocr $(DESTDIR)$(BINDIR)/aliocr
 	install -m 755 bin/aliocr-emulator $(DESTDIR)$(BINDIR)/aliocr-emulator
 	rm -rf $(DESTDIR)$(DATADIR)/emulator
 	cp -R emulator $(DESTDIR)$(DATADIR)/emulator

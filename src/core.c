@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -143,7 +144,19 @@ static int core_md5_base64(lua_State *L)
     return 1;
 }
 
+/***
+ * Whether a file descriptor (0, 1, 2) is a terminal (for the command line
+ * tool's progress bar).
+ * @function isatty
+ */
+static int core_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
+    return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"isatty", core_isatty},
     {"versions", core_versions},
     {"monotonic", core_monotonic},
     {"now_ms", core_now_ms},

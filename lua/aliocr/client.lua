@@ -163,6 +163,9 @@ function Client.new(opts)
       ("aliocr/" .. core.versions().aliocr .. " libcurl/" .. core.versions().curl),
     _concurrency = positive(opts.concurrency, "concurrency") or 8,
     _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {} },
+    -- Jobs of submit and batch: waiting for a free slot, under way (by
+    -- engine id), waiting for a retry, finished with a callback to run.
+    _queue = {}, _running = {}, _active = 0, _retrying = {}, _finished = {}, _callback_errors = {},
   }, Client)
   if cred:mode() == "signature" then self._app_key = cred:app_key() end
   self._engine = core.engine({
@@ -265,9 +268,11 @@ function Client:_account(res, err)
   if err then s.errors[err.kind] = (s.errors[err.kind] or 0) + 1 end
 end
 
---- One call of an interface: `kind` is "recognize" or "handwriting".
-function Client:_call(kind, image_url, opts)
+--- Checks a call and makes its plan: raises on misuse, before anything is
+-- sent. `kind` is "recognize" or "handwriting".
+function Client:_prepare(kind, image_url, opts)
   local api = API_OF[kind]
+  if not api then fail("kind must be \"recognize\" or \"handwriting\", got " .. tostring(kind)) end
   if type(image_url) ~= "string" then
     fail("the image URL must be a string, got " .. type(image_url))
   end
@@ -284,36 +289,53 @@ function Client:_call(kind, image_url, opts)
   end
   local method = opts.method or self._method
   if method ~= "GET" and method ~= "POST" then fail("method must be \"GET\" or \"POST\"") end
-  local timeout = positive(opts.timeout, "timeout") or self._timeout
   local retries = opts.retries or self._retries
   if type(retries) ~= "number" or retries < 0 or retries ~= floor(retries) then
     fail("retries must be a whole number >= 0")
   end
-  local params = call_params(image_url, opts)
+  return {
+    url = url, method = method, retries = retries,
+    timeout = positive(opts.timeout, "timeout") or self._timeout,
+    params = call_params(image_url, opts),
+  }
+end
 
-  local started = core.monotonic()
-  local attempts, s = 0, self._stats
+--- The engine request of the next attempt of a planned call.
+function Client:_attempt_request(call)
+  self._stats.attempts = self._stats.attempts + 1
+  return self:_request(call.url, call.params, call.method, call.timeout)
+end
+
+--- What an attempt's response means: the result; or the error and whether
+-- to try again (after a back-off). A final outcome is accounted here.
+function Client:_outcome(call, response, attempts, started)
+  result.normalize(response.json)
+  local err = errors.classify(response)
+  if not err then
+    local res = result.build(response.json, response)
+    res.attempts, res.elapsed = attempts, core.monotonic() - started
+    self:_account(res)
+    return res
+  end
+  if err.billed == nil and (err.kind == "timeout" or err.kind == "transport") then
+    -- Sent, and no answer: a retry could be billed a second time.
+    err.retryable = self._retry_unknown
+  end
+  if err.retryable and attempts <= call.retries then return nil, err, true end
+  err.attempts, err.elapsed = attempts, core.monotonic() - started
+  self:_account(nil, err)
+  return nil, err
+end
+
+--- One blocking call (with its retries).
+function Client:_call(kind, image_url, opts)
+  local call = self:_prepare(kind, image_url, opts)
+  local started, attempts = core.monotonic(), 0
   while true do
     attempts = attempts + 1
-    s.attempts = s.attempts + 1
-    local response = self._engine:perform(self:_request(url, params, method, timeout))
-    result.normalize(response.json)
-    local err = errors.classify(response)
-    if not err then
-      local res = result.build(response.json, response)
-      res.attempts, res.elapsed = attempts, core.monotonic() - started
-      self:_account(res)
-      return res
-    end
-    if err.billed == nil and (err.kind == "timeout" or err.kind == "transport") then
-      -- Sent, and no answer: a retry could be billed a second time.
-      err.retryable = self._retry_unknown
-    end
-    if not (err.retryable and attempts <= retries) then
-      err.attempts, err.elapsed = attempts, core.monotonic() - started
-      self:_account(nil, err)
-      return nil, err
-    end
+    local response = self._engine:perform(self:_attempt_request(call))
+    local res, err, again = self:_outcome(call, response, attempts, started)
+    if not again then return res, err end
     core.sleep(self:_backoff(attempts))
   end
 end
@@ -345,6 +367,9 @@ end
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   if self._engine then
+    -- Jobs still pending are cancelled (and accounted as such); none starts.
+    self._closing = true
+    for _, job in ipairs(self:_jobs()) do job:cancel() end
     self._engine:close()
     self._cred:close()
     self._engine, self._cred = nil, nil
@@ -353,5 +378,246 @@ function Client:close()
 end
 
 Client.__close = Client.close
+
+-- Jobs: submit, poll, wait, batch ----------------------------------------------
+
+local Job = {}
+Job.__index = Job
+Job.__name = "aliocr.Job"
+
+--- Cancels a job that has not finished: it will not be sent (or not again),
+-- its callback will not run, and it counts as a call with
+-- `errors.cancelled`. True if it was cancelled, false if it had finished.
+function Job:cancel()
+  local client, state = self._client, self.state
+  if state == "queued" then
+    for i, j in ipairs(client._queue) do
+      if j == self then table.remove(client._queue, i) break end
+    end
+  elseif state == "running" then
+    client._engine:cancel(self._id)
+    client._running[self._id] = nil
+    client._active = client._active - 1
+  elseif state == "retrying" then
+    for i, j in ipairs(client._retrying) do
+      if j == self then table.remove(client._retrying, i) break end
+    end
+  else
+    return false
+  end
+  self.state = "cancelled"
+  -- In flight, the request may have reached the gateway: billing unknown.
+  -- Queued, or between attempts (every earlier one unbilled): not billed.
+  local s = client._stats
+  s.requests = s.requests + 1
+  if state == "running" then s.unknown = s.unknown + 1 else s.not_billed = s.not_billed + 1 end
+  s.errors.cancelled = (s.errors.cancelled or 0) + 1
+  if client._engine and not client._closing then client:_pump() end
+  return true
+end
+
+function Job:__tostring()
+  return "aliocr.Job (" .. self.kind .. ", " .. self.state .. ")"
+end
+
+-- Every job not finished yet.
+function Client:_jobs()
+  local list = {}
+  for _, j in ipairs(self._queue) do list[#list + 1] = j end
+  for _, j in pairs(self._running) do list[#list + 1] = j end
+  for _, j in ipairs(self._retrying) do list[#list + 1] = j end
+  return list
+end
+
+-- Starts an attempt of a job.
+function Client:_start(job)
+  job.attempts = job.attempts + 1
+  job._id = self._engine:add(self:_attempt_request(job._call))
+  job.state = "running"
+  self._running[job._id] = job
+  self._active = self._active + 1
+end
+
+-- Starts what may start: retries whose time has come, then queued jobs, up
+-- to `concurrency` transfers at once. Never waits.
+function Client:_pump()
+  local now = core.monotonic()
+  local i = 1
+  while i <= #self._retrying do
+    local job = self._retrying[i]
+    if job._retry_at <= now and self._active < self._concurrency then
+      table.remove(self._retrying, i)
+      self:_start(job)
+    else
+      i = i + 1
+    end
+  end
+  while self._active < self._concurrency and #self._queue > 0 do
+    self:_start(table.remove(self._queue, 1))
+  end
+end
+
+-- A finished transfer of a job: done, or scheduled for a retry.
+function Client:_on_response(response)
+  local job = self._running[response.id]
+  if not job then return end -- cancelled meanwhile
+  self._running[response.id] = nil
+  self._active = self._active - 1
+  local res, err, again = self:_outcome(job._call, response, job.attempts, job.started)
+  if again then
+    job.state = "retrying"
+    job._retry_at = core.monotonic() + self:_backoff(job.attempts)
+    self._retrying[#self._retrying + 1] = job
+  else
+    job.state, job.result, job.error = "done", res, err
+    self._finished[#self._finished + 1] = job
+  end
+end
+
+--- Jobs not finished yet (queued, under way, or waiting for a retry).
+function Client:pending()
+  check_open(self)
+  return #self._queue + self._active + #self._retrying
+end
+
+-- Drives the jobs for up to `timeout` seconds, returning as soon as one
+-- finishes; then runs the callbacks of the finished ones (errors they raise
+-- are kept for poll and wait to report).
+function Client:_drive(timeout)
+  local deadline = core.monotonic() + timeout
+  while true do
+    self:_pump()
+    local left = deadline - core.monotonic()
+    if self._active > 0 then
+      -- Wake up in time for the next retry, if one is due sooner.
+      local wait = left
+      for _, job in ipairs(self._retrying) do
+        wait = math.min(wait, job._retry_at - core.monotonic())
+      end
+      local responses = self._engine:run(math.max(wait, 0))
+      for _, r in ipairs(responses) do self:_on_response(r) end
+    elseif #self._retrying > 0 and left > 0 then
+      local soonest = math.huge
+      for _, job in ipairs(self._retrying) do soonest = math.min(soonest, job._retry_at) end
+      core.sleep(math.max(0, math.min(left, soonest - core.monotonic())))
+    end
+    self:_pump()
+    if #self._finished > 0 or core.monotonic() >= deadline or self:pending() == 0 then break end
+  end
+  while #self._finished > 0 do
+    local job = table.remove(self._finished, 1)
+    if job.callback then
+      local ok, e = xpcall(function() job.callback(job.result, job.error, job) end, debug.traceback)
+      if not ok then self._callback_errors[#self._callback_errors + 1] = tostring(e) end
+    end
+  end
+end
+
+-- The callback errors kept so far (nil if none), forgotten once returned.
+function Client:_take_errors()
+  if #self._callback_errors == 0 then return nil end
+  local errs = self._callback_errors
+  self._callback_errors = {}
+  return errs
+end
+
+--- Starts a call without waiting: `kind` is "recognize" or "handwriting";
+-- `callback(res, err, job)` runs from poll or wait when it is over. Raises
+-- on misuse, like the calls. Returns the job (job:cancel(), job.state,
+-- job.result, job.error).
+function Client:submit(kind, image_url, opts, callback)
+  check_open(self)
+  if callback ~= nil and type(callback) ~= "function" then fail("the callback must be a function") end
+  local call = self:_prepare(kind, image_url, opts)
+  local job = setmetatable({
+    _client = self, _call = call, kind = kind, image_url = image_url, callback = callback,
+    attempts = 0, state = "queued", started = core.monotonic(),
+  }, Job)
+  -- Started by the next poll, wait or blocking call: adding a transfer does
+  -- no I/O anyway, and a caller can still cancel all before anything is sent.
+  self._queue[#self._queue + 1] = job
+  return job
+end
+
+--- Drives the jobs: at most `timeout` seconds (default 0: never blocks),
+-- returning as soon as a job finishes. Runs the callbacks of finished jobs.
+-- Returns the number of jobs still pending, and a list of the errors that
+-- callbacks raised (nil when none did).
+function Client:poll(timeout)
+  check_open(self)
+  if timeout == nil then timeout = 0 end
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    fail("poll takes a timeout in seconds >= 0")
+  end
+  self:_drive(timeout)
+  return self:pending(), self:_take_errors()
+end
+
+--- Blocks until no job is pending, running their callbacks. Returns the
+-- list of errors that callbacks raised (nil when none did).
+function Client:wait()
+  check_open(self)
+  while self:pending() > 0 or #self._finished > 0 do self:_drive(1) end
+  return self:_take_errors()
+end
+
+local BATCH_OPTIONS = { concurrency = true, on_progress = true }
+
+--- Calls an interface for every URL of a list, `concurrency` at a time.
+-- Returns the results (each a result or an error object, in the order of
+-- `urls`) and a summary { total, ok, failed, billed, elapsed }.
+function Client:batch(kind, urls, opts)
+  check_open(self)
+  if type(urls) ~= "table" then fail("batch takes a list of image URLs") end
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then fail("the options of a batch must be a table") end
+  local call_opts = {}
+  for k, v in pairs(opts) do
+    if not BATCH_OPTIONS[k] then call_opts[k] = v end
+  end
+  local limit = opts.concurrency or self._concurrency
+  if type(limit) ~= "number" or limit < 1 or limit ~= floor(limit) then
+    fail("concurrency must be a whole number >= 1")
+  end
+  local on_progress = opts.on_progress
+  if on_progress ~= nil and type(on_progress) ~= "function" then fail("on_progress must be a function") end
+  local total = #urls
+  for i = 1, total do self:_prepare(kind, urls[i], call_opts) end -- misuse raises before anything is sent
+
+  local started = core.monotonic()
+  local results, jobs, done, next_i, outstanding = {}, {}, 0, 1, 0
+  local newly = {}
+  local function on_done(res, err, job)
+    results[job._index] = res or err
+    outstanding = outstanding - 1
+    newly[#newly + 1] = job._index
+  end
+  local ok, e = pcall(function()
+    while done < total do
+      while outstanding < limit and next_i <= total do
+        local job = self:submit(kind, urls[next_i], call_opts, on_done)
+        job._index, jobs[next_i] = next_i, job
+        next_i, outstanding = next_i + 1, outstanding + 1
+      end
+      self:_drive(1)
+      for _ = 1, #newly do
+        done = done + 1
+        if on_progress then on_progress(done, total) end
+      end
+      newly = {}
+    end
+  end)
+  if not ok then
+    for _, job in pairs(jobs) do job:cancel() end
+    error(e, 0)
+  end
+  local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = core.monotonic() - started }
+  for i = 1, total do
+    local r = results[i]
+    if errors.is_error(r) then summary.failed = summary.failed + 1 else summary.ok = summary.ok + 1 end
+    if r.billed == true then summary.billed = summary.billed + 1 end
+  end
+  return results, summary
+end
 
 return Client
