@@ -388,6 +388,7 @@ static const char *opt_string(lua_State *L, int t, const char *name)
     return s;
 }
 
+/* A number field: finite and within what a long and curl_off_t hold. */
 static lua_Number opt_number(lua_State *L, int t, const char *name, lua_Number def)
 {
     lua_Number n = def;
@@ -396,6 +397,8 @@ static lua_Number opt_number(lua_State *L, int t, const char *name, lua_Number d
         if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "request field '%s' must be a number", name);
         n = lua_tonumber(L, -1);
+        if (!(n > -2147483647.0 && n < 2147483647.0) && !(strcmp(name, "max_bytes") == 0 && n >= 0 && n < 9.0e15))
+            luaL_error(L, "request field '%s' is out of range", name);
     }
     lua_pop(L, 1);
     return n;

@@ -51,10 +51,21 @@ local function http_url(url, what)
   return url
 end
 
-local function positive(v, what, allow_zero)
+-- A number option: positive (or >= 0 with allow_zero) and at most `max`
+-- (default: a million, which bounds seconds to about 11 days).
+local function positive(v, what, allow_zero, max)
+  max = max or 1e6
   if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or (v == 0 and not allow_zero)) then
     fail(what .. " must be a " .. (allow_zero and "non-negative" or "positive") .. " number")
   end
+  if v ~= nil and v > max then fail(what .. " must be at most " .. string.format("%.0f", max)) end
+  return v
+end
+
+-- A whole number option from `lo` to `hi`.
+local function whole(v, what, lo, hi)
+  if type(v) ~= "number" or v ~= floor(v) or v < lo then fail(what .. " must be a whole number >= " .. lo) end
+  if v > hi then fail(what .. " must be at most " .. hi) end
   return v
 end
 
@@ -141,9 +152,7 @@ function Client.new(opts)
   if opts.transport and opts.transport ~= "curl" then
     fail("transport '" .. opts.transport .. "' is not available; use \"curl\"")
   end
-  if opts.retries ~= nil and (opts.retries < 0 or opts.retries ~= floor(opts.retries)) then
-    fail("retries must be a whole number >= 0")
-  end
+  if opts.retries ~= nil then whole(opts.retries, "retries", 0, 1e3) end
 
   local self = setmetatable({
     _cred = cred,
@@ -155,13 +164,13 @@ function Client.new(opts)
     _retry_unknown = opts.retry_unknown == true,
     _retry_delay = positive(opts.retry_delay, "retry_delay", true) or 0.2,
     _retry_max_delay = positive(opts.retry_max_delay, "retry_max_delay", true) or 5,
-    _max_bytes = positive(opts.max_response_bytes, "max_response_bytes") or 16 * 1024 * 1024,
+    _max_bytes = positive(opts.max_response_bytes, "max_response_bytes", false, 2^40) or 16 * 1024 * 1024,
     _ca_file = opts.ca_file,
     _verify = opts.tls_verify ~= false,
     _proxy = header_safe(opts.proxy, "proxy"),
     _user_agent = header_safe(opts.user_agent, "user_agent") or
       ("aliocr/" .. core.versions().aliocr .. " libcurl/" .. core.versions().curl),
-    _concurrency = positive(opts.concurrency, "concurrency") or 8,
+    _concurrency = opts.concurrency and whole(opts.concurrency, "concurrency", 1, 1e4) or 8,
     _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {} },
     -- Jobs of submit and batch: waiting for a free slot, under way (by
     -- engine id), waiting for a retry, finished with a callback to run.
@@ -289,10 +298,7 @@ function Client:_prepare(kind, image_url, opts)
   end
   local method = opts.method or self._method
   if method ~= "GET" and method ~= "POST" then fail("method must be \"GET\" or \"POST\"") end
-  local retries = opts.retries or self._retries
-  if type(retries) ~= "number" or retries < 0 or retries ~= floor(retries) then
-    fail("retries must be a whole number >= 0")
-  end
+  local retries = whole(opts.retries or self._retries, "retries", 0, 1e3)
   return {
     url = url, method = method, retries = retries,
     timeout = positive(opts.timeout, "timeout") or self._timeout,
@@ -575,10 +581,7 @@ function Client:batch(kind, urls, opts)
   for k, v in pairs(opts) do
     if not BATCH_OPTIONS[k] then call_opts[k] = v end
   end
-  local limit = opts.concurrency or self._concurrency
-  if type(limit) ~= "number" or limit < 1 or limit ~= floor(limit) then
-    fail("concurrency must be a whole number >= 1")
-  end
+  local limit = whole(opts.concurrency or self._concurrency, "concurrency", 1, 1e4)
   local on_progress = opts.on_progress
   if on_progress ~= nil and type(on_progress) ~= "function" then fail("on_progress must be a function") end
   local total = #urls
