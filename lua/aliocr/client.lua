@@ -194,9 +194,9 @@ local function check_open(self)
   if not self._engine then fail("attempt to use a closed client") end
 end
 
--- The parameters of a call, as a list of { key, value } with `url` first.
-local function call_params(image_url, opts)
-  local params = { { "url", image_url } }
+-- The parameters of a call but `url`, as a list of { key, value }.
+local function call_params(opts)
+  local params = {}
   if opts.show ~= nil then
     if type(opts.show) ~= "string" and type(opts.show) ~= "number" then fail("show must be a string or a number") end
     params[#params + 1] = { "show", param_string(opts.show) }
@@ -277,15 +277,11 @@ function Client:_account(res, err)
   if err then s.errors[err.kind] = (s.errors[err.kind] or 0) + 1 end
 end
 
---- Checks a call and makes its plan: raises on misuse, before anything is
--- sent. `kind` is "recognize" or "handwriting".
-function Client:_prepare(kind, image_url, opts)
+--- Checks a call's kind and options and makes its plan, for any image URL:
+-- raises on misuse.
+function Client:_plan(kind, opts)
   local api = API_OF[kind]
   if not api then fail("kind must be \"recognize\" or \"handwriting\", got " .. tostring(kind)) end
-  if type(image_url) ~= "string" then
-    fail("the image URL must be a string, got " .. type(image_url))
-  end
-  http_url(image_url, "the image URL")
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then fail("the options of a call must be a table") end
   for k in pairs(opts) do
@@ -298,12 +294,27 @@ function Client:_prepare(kind, image_url, opts)
   end
   local method = opts.method or self._method
   if method ~= "GET" and method ~= "POST" then fail("method must be \"GET\" or \"POST\"") end
-  local retries = whole(opts.retries or self._retries, "retries", 0, 1e3)
   return {
-    url = url, method = method, retries = retries,
+    url = url, method = method,
+    retries = whole(opts.retries or self._retries, "retries", 0, 1e3),
     timeout = positive(opts.timeout, "timeout") or self._timeout,
-    params = call_params(image_url, opts),
+    extra = call_params(opts),
   }
+end
+
+--- Checks a call and makes its plan: raises on misuse, before anything is
+-- sent. `kind` is "recognize" or "handwriting"; `plan` is the plan of the
+-- kind and options, when the caller made it already.
+function Client:_prepare(kind, image_url, opts, plan)
+  if not API_OF[kind] then fail("kind must be \"recognize\" or \"handwriting\", got " .. tostring(kind)) end
+  if type(image_url) ~= "string" then
+    fail("the image URL must be a string, got " .. type(image_url))
+  end
+  http_url(image_url, "the image URL")
+  plan = plan or self:_plan(kind, opts)
+  local params = { { "url", image_url } }
+  for _, kv in ipairs(plan.extra) do params[#params + 1] = kv end
+  return { url = plan.url, method = plan.method, retries = plan.retries, timeout = plan.timeout, params = params }
 end
 
 --- The engine request of the next attempt of a planned call.
@@ -336,6 +347,7 @@ end
 --- One blocking call (with its retries).
 function Client:_call(kind, image_url, opts)
   local call = self:_prepare(kind, image_url, opts)
+  self:_pump() -- jobs submitted before go out along with this call
   local started, attempts = core.monotonic(), 0
   while true do
     attempts = attempts + 1
@@ -585,8 +597,13 @@ function Client:batch(kind, urls, opts)
   local on_progress = opts.on_progress
   if on_progress ~= nil and type(on_progress) ~= "function" then fail("on_progress must be a function") end
   local total = #urls
-  for i = 1, total do self:_prepare(kind, urls[i], call_opts) end -- misuse raises before anything is sent
+  -- Misuse raises before anything is sent, whatever the list holds.
+  local plan = self:_plan(kind, call_opts)
+  for i = 1, total do self:_prepare(kind, urls[i], call_opts, plan) end
 
+  -- A batch may run more at once than the client's concurrency.
+  local saved_concurrency = self._concurrency
+  if limit > saved_concurrency then self._concurrency = limit end
   local started = core.monotonic()
   local results, jobs, done, next_i, outstanding = {}, {}, 0, 1, 0
   local newly = {}
@@ -610,8 +627,14 @@ function Client:batch(kind, urls, opts)
       newly = {}
     end
   end)
+  self._concurrency = saved_concurrency
   if not ok then
     for _, job in pairs(jobs) do job:cancel() end
+    -- The images never submitted are calls too: cancelled, not billed.
+    local s = self._stats
+    local unsent = total - next_i + 1
+    s.requests, s.not_billed = s.requests + unsent, s.not_billed + unsent
+    if unsent > 0 then s.errors.cancelled = (s.errors.cancelled or 0) + unsent end
     error(e, 0)
   end
   local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = core.monotonic() - started }
