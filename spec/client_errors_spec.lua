@@ -11,6 +11,14 @@ local aliocr = require("aliocr")
 local util = require("helpers.util")
 local eventually, closed_port, header, NOTHING_LEFT = util.eventually, util.closed_port, util.header, util.NOTHING_LEFT
 
+--- A client of emulator `emu`: APPCODE demo unless `o` says otherwise.
+local function client_of(emu, o)
+  local opts = { endpoint = emu.endpoint, retry_delay = 0.01 }
+  for k, v in pairs(o or {}) do opts[k] = v end
+  if not opts.appcode and not opts.app_key then opts.appcode = "demo" end
+  return aliocr.new(opts)
+end
+
 local UUID = "^%x+%-%x+%-%x+%-%x+%-%x+$"
 
 local SECRET_APPCODE = "secret-appcode-XYZ"
@@ -98,14 +106,7 @@ describe("aliocr client errors (classic gateway)", function()
 
   before_each(function() emu:reset() end)
 
-  --- A client of the emulator: APPCODE demo unless `o` says otherwise.
-  local function client(o)
-    o = o or {}
-    local opts = { endpoint = emu.endpoint, retry_delay = 0.01 }
-    for k, v in pairs(o) do opts[k] = v end
-    if not opts.appcode and not opts.app_key then opts.appcode = "demo" end
-    return aliocr.new(opts)
-  end
+  local function client(o) return client_of(emu, o) end
 
   describe("auth", function()
     it("a bad AppCode: 400 Invalid AppCode, not billed, not retried", function()
@@ -913,13 +914,7 @@ describe("aliocr client errors (VPC gateway, --errors vpc --quota 1)", function(
 
   before_each(function() emu:reset() end)
 
-  local function client(o)
-    o = o or {}
-    local opts = { endpoint = emu.endpoint, retry_delay = 0.01 }
-    for k, v in pairs(o) do opts[k] = v end
-    if not opts.appcode and not opts.app_key then opts.appcode = "demo" end
-    return aliocr.new(opts)
-  end
+  local function client(o) return client_of(emu, o) end
 
   --- One call with fault `fault` (if any) by a client of options `o`;
   -- checks the error against `want` and the request log.

@@ -70,6 +70,14 @@ client:close()
     assert.same({ processes = {}, files = {} }, left)
   end)
 
+  it("installs the command line tool, which runs with the installed module", function()
+    local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;' ",
+      prefix, prefix)
+    local out, status = run("cd / && " .. env .. prefix .. "/bin/aliocr --help")
+    assert.equal(0, status, out)
+    assert.matches("^Usage: aliocr", out)
+  end)
+
   it("exports nothing from the C core but luaopen_aliocr_core", function()
     local out = run("nm -D --defined-only '" .. prefix .. "/lib/lua/5.4/aliocr/core.so'")
     local exported = {}

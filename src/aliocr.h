@@ -25,6 +25,12 @@ typedef struct aliocr_credentials {
 
 enum { ALIOCR_APPCODE = 1, ALIOCR_SIGNATURE = 2 };
 
+/* Makes metatable `name` (meta-methods `meta`, methods `methods` as its
+ * __index, locked) and sets module field `ctor_name` to `ctor`; the module
+ * table is on top of the stack. */
+void aliocr_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods,
+                      const char *ctor_name, lua_CFunction ctor);
+
 /* Registration of each part, called by luaopen_aliocr_core with the module
  * table on top of the stack. */
 void aliocr_engine_open(lua_State *L);

@@ -214,13 +214,6 @@ static const luaL_Reg credentials_methods[] = {
 
 void aliocr_credentials_open(lua_State *L)
 {
-    luaL_newmetatable(L, ALIOCR_CREDENTIALS);
-    luaL_setfuncs(L, credentials_meta, 0);
-    luaL_newlib(L, credentials_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, credentials_new);
-    lua_setfield(L, -2, "credentials");
+    aliocr_new_class(L, ALIOCR_CREDENTIALS, credentials_meta, credentials_methods,
+                     "credentials", credentials_new);
 }

@@ -795,13 +795,5 @@ static const luaL_Reg engine_methods[] = {
 
 void aliocr_engine_open(lua_State *L)
 {
-    luaL_newmetatable(L, ALIOCR_ENGINE);
-    luaL_setfuncs(L, engine_meta, 0);
-    luaL_newlib(L, engine_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, engine_new);
-    lua_setfield(L, -2, "engine");
+    aliocr_new_class(L, ALIOCR_ENGINE, engine_meta, engine_methods, "engine", engine_new);
 }
