@@ -6,14 +6,11 @@
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
 LUA_PC      ?= lua$(LUA_VERSION)
-# Recursively expanded on purpose: pkg-config runs after the bootstrap.
-LUA_CFLAGS  ?= $(shell pkg-config --cflags $(LUA_PC))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl libcrypto)
 CURL_LIBS   ?= $(shell pkg-config --libs libcurl libcrypto)
 
 CFLAGS  ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -std=c99 -pedantic
-ALL_CFLAGS = $(CFLAGS) $(WARN) -fPIC -fvisibility=hidden $(LUA_CFLAGS) $(CURL_CFLAGS)
 LIBFLAG ?= -shared
 
 PREFIX  ?= /usr/local
@@ -22,9 +19,31 @@ LIBDIR   = $(PREFIX)/lib/lua/$(LUA_VERSION)
 BINDIR   = $(PREFIX)/bin
 DATADIR  = $(PREFIX)/share/aliocr
 
-CORE     = build/aliocr/core.so
+.DEFAULT_GOAL := all
+
 SOURCES  = $(wildcard src/*.c)
 HEADERS  = $(wildcard src/*.h)
+
+# One core per Lua runtime, each built against that runtime's headers: Lua
+# 5.4 (the default, in build/), 5.3, 5.1 and LuaJIT (OpenResty's fork, the
+# one nginx's Lua module runs) in build/<runtime>/.
+CORE     = build/aliocr/core.so
+CORES    = $(CORE) build/5.3/aliocr/core.so build/5.1/aliocr/core.so build/jit/aliocr/core.so
+
+# $(call core_rule,target,pkg-config name): built aside and renamed, so that
+# a process that has the old one loaded keeps it. pkg-config runs when the
+# recipe does, after the bootstrap.
+define core_rule
+$(1): $$(SOURCES) $$(HEADERS)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(WARN) -fPIC -fvisibility=hidden $$(shell pkg-config --cflags $(2)) $$(CURL_CFLAGS) \
+	  $$(LIBFLAG) -o $$@.tmp $$(SOURCES) $$(LDFLAGS) $$(CURL_LIBS)
+	@mv -f $$@.tmp $$@
+endef
+$(eval $(call core_rule,build/aliocr/core.so,$(LUA_PC)))
+$(eval $(call core_rule,build/5.3/aliocr/core.so,lua5.3))
+$(eval $(call core_rule,build/5.1/aliocr/core.so,lua5.1))
+$(eval $(call core_rule,build/jit/aliocr/core.so,luajit))
 
 .PHONY: all bootstrap build test valgrind demo install lint clean
 
@@ -34,16 +53,11 @@ all: bootstrap
 bootstrap:
 	@scripts/bootstrap
 
-build: $(CORE)
+build: $(CORES)
 
-# Built aside and renamed: a process that has the old one loaded keeps it.
-$(CORE): $(SOURCES) $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@.tmp $(SOURCES) $(LDFLAGS) $(CURL_LIBS)
-	@mv -f $@.tmp $@
-
+# Every spec on every runtime; the last line sums them up.
 test: all
-	@LUA=$(LUA) spec/run
+	@spec/run-all
 
 # The client specs inside valgrind's memcheck: 0 errors, 0 bytes definitely lost.
 valgrind: all
