@@ -10,6 +10,7 @@ local socket = require("socket")
 local emulator = require("helpers.emulator")
 local sh = require("helpers.sh")
 local util = require("helpers.util")
+local unpack = table.unpack or unpack -- Lua 5.1 and LuaJIT have only the global
 
 local q, read_all, write_all = sh.q, sh.read_all, sh.write_all
 
@@ -324,14 +325,14 @@ describe("aliocr command line", function()
       return list
     end
     local function sorted(list)
-      local copy = { table.unpack(list) }
+      local copy = { unpack(list) }
       table.sort(copy)
       return copy
     end
 
     it("come from the arguments, in order", function()
       local urls = { emu.image .. "?n=3", emu.image .. "?n=1", emu.image .. "?n=2" }
-      local r = run(env_for(emu), { "-o", "json", table.unpack(urls) })
+      local r = run(env_for(emu), { "-o", "json", unpack(urls) })
       assert.equal(0, r.status, r.err)
       assert.equal("", r.err)
       assert.same(urls, urls_of(r.out))
@@ -423,7 +424,7 @@ describe("aliocr command line", function()
 
     it("json: one object per line and image, in input order, with the whole result", function()
       local urls = { emu.image .. "?n=2", emu.image .. "?n=1" }
-      local r = run(env_for(emu), { "-o", "json", table.unpack(urls) })
+      local r = run(env_for(emu), { "-o", "json", unpack(urls) })
       assert.equal(0, r.status)
       assert.equal("", r.err)
       assert.equal(2, select(2, r.out:gsub("\n", "")), "one line per image")
@@ -777,10 +778,10 @@ describe("aliocr command line", function()
 
     it("come from the options and the environment, in that order", function()
       for _, case in ipairs(cases()) do
-        local name, env, opts, path, status = table.unpack(case)
+        local name, env, opts, path, status = unpack(case)
         emu:reset()
         env.ALIOCR_APPCODE = "demo"
-        local args = { table.unpack(opts) }
+        local args = { unpack(opts) }
         args[#args + 1] = emu.image
         local r = run(env, args)
         assert.equal(status, r.status, name .. ": " .. r.err)
@@ -811,7 +812,7 @@ describe("aliocr command line", function()
 
     it("is drawn on a terminal stderr for several images, counting up, then cleared", function()
       local urls = images(4)
-      local r = run_tty(env_for(emu), { "-c", "1", table.unpack(urls) })
+      local r = run_tty(env_for(emu), { "-c", "1", unpack(urls) })
       assert.equal(0, r.status, r.tty)
       local list = assert_bars(r.tty, 4)
       -- One image at a time: every count shows.
@@ -843,7 +844,7 @@ describe("aliocr command line", function()
       assert.equal(0, r.status)
       assert.equal("", r.tty)
       assert.equal(TEXT .. "\n", r.out)
-      r = run_tty(env_for(emu), { "--no-progress", table.unpack(images(3)) })
+      r = run_tty(env_for(emu), { "--no-progress", unpack(images(3)) })
       assert.equal(0, r.status)
       assert.equal("", r.tty)
       r = run(env_for(emu), images(3))
@@ -852,7 +853,7 @@ describe("aliocr command line", function()
     end)
 
     it("is drawn without a terminal with --progress", function()
-      local r = run(env_for(emu), { "--progress", "-o", "json", table.unpack(images(3)) })
+      local r = run(env_for(emu), { "--progress", "-o", "json", unpack(images(3)) })
       assert.equal(0, r.status)
       assert_bars(r.err, 3)
       assert.equal(3, #json_lines(r.out))

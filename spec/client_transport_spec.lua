@@ -25,9 +25,9 @@ end
 --- The pid of this Lua process (io.open does not fork, so /proc/self is us).
 local function own_pid()
   local f = assert(io.open("/proc/self/stat", "r"))
-  local pid = f:read("n")
+  local pid = f:read("*n")
   f:close()
-  return math.tointeger(pid)
+  return pid
 end
 
 --- Open file descriptors of this process.
@@ -42,7 +42,7 @@ end
 --- A field of /proc/self/status in kB (VmRSS, VmHWM, ...).
 local function proc_status_kb(name)
   local f = assert(io.open("/proc/self/status", "r"))
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   return tonumber(text:match(name .. ":%s*(%d+)"))
 end
@@ -673,7 +673,7 @@ describe("client and engine lifetime", function()
       finally(function() engine:close() end)
       local a = engine:add(request())
       local b = engine:add(request())
-      assert.is_true(math.type(a) == "integer" and math.type(b) == "integer")
+      assert.is_true(util.number_type(a) == "integer" and util.number_type(b) == "integer")
       assert.are_not.equal(a, b)
       assert.equal(2, engine:pending())
       local started = now()

@@ -13,6 +13,7 @@ local socket = require("socket")
 
 local q = require("helpers.sh").q
 local util = require("helpers.util")
+local unpack = table.unpack or unpack -- Lua 5.1 and LuaJIT have only the global
 local eventually, stop_clean = util.eventually, util.stop_clean
 
 --- Percent-encodes everything but the unreserved characters, as
@@ -200,7 +201,7 @@ describe("emulator fault modes", function()
     assert.equal(28, res.exit)
     assert.equal(200, res.status)
     assert.equal(tostring(#normal.advanced), res.headers["content-length"])
-    local half = #normal.advanced // 2
+    local half = math.floor(#normal.advanced / 2)
     assert.equal(normal.advanced:sub(1, half), res.body)
     assert.truthy(took < 1.2, "the client gave up after " .. took .. " s")
     assert.equal(0, emu:ledger().total.requests)
@@ -213,7 +214,7 @@ describe("emulator fault modes", function()
     assert.equal(18, res.exit)
     assert.equal(200, res.status)
     assert.equal(tostring(#normal.advanced), res.headers["content-length"])
-    assert.equal(normal.advanced:sub(1, #normal.advanced // 2), res.body)
+    assert.equal(normal.advanced:sub(1, math.floor(#normal.advanced / 2)), res.body)
     res = emu:call("handwriting")
     assert.equal(18, res.exit)
     assert.equal(200, res.status)
@@ -275,7 +276,7 @@ describe("emulator fault modes", function()
     { "service_unavailable", 503, "Service Unavailable", "D503BB", "Service Busy" },
     { "async_service", 504, "Async Service", "D504TO", "Backend service request timeout" },
   }) do
-    local mode, status, message, code, vpc_message = table.unpack(case)
+    local mode, status, message, code, vpc_message = unpack(case)
     it(mode .. ": " .. status .. " with X-Ca-Error-Message " .. message .. " and an empty body; not billed", function()
       emu:fault({ mode = mode })
       local res = emu:call("advanced")

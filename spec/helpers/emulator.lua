@@ -17,7 +17,7 @@ M.bin = M.root .. "/bin/aliocr-emulator"
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "r")
   if not f then return false end
-  local stat = f:read("a") or ""
+  local stat = f:read("*a") or ""
   f:close()
   local state = stat:match("^%d+ %b() (%a)")
   return state ~= nil and state ~= "Z"

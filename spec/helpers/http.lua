@@ -74,17 +74,17 @@ function M.request(o)
   argv[#argv + 1] = q(o.url)
 
   local p = assert(io.popen(table.concat(argv, " ") .. " 2>/dev/null", "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local info = cjson.decode(out ~= "" and out or "{}")
   local map, list, status_line = parse_headers(read_all(hdrfile))
   local res = {
-    status = math.tointeger(info.http_code) or 0,
+    status = tonumber(info.http_code) or 0,
     headers = map,
     header_list = list,
     status_line = status_line,
     body = read_all(bodyfile),
-    exit = math.tointeger(info.exitcode) or -1,
+    exit = tonumber(info.exitcode) or -1,
     error = info.errormsg ~= cjson.null and info.errormsg or nil,
     connects = info.num_connects,
     http_version = info.http_version,

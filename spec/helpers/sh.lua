@@ -7,7 +7,7 @@ function M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 --- Runs a command; returns its stdout.
 function M.capture(cmd)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -26,7 +26,7 @@ function M.tmpdir() return (M.capture("mktemp -d"):gsub("%s+$", "")) end
 function M.read_all(path)
   local f = io.open(path, "rb")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

@@ -58,7 +58,7 @@ local nonce_n = 0
 function M.nonce()
   nonce_n = nonce_n + 1
   local f = assert(io.open("/proc/sys/kernel/random/uuid", "r"))
-  local u = f:read("l")
+  local u = f:read("*l")
   f:close()
   return u .. "-" .. nonce_n
 end

@@ -41,4 +41,12 @@ function M.header(entry, name)
   return nil
 end
 
+--- math.type where the runtime has it (Lua 5.3+); before, numbers have no
+-- subtype, and a whole number counts as "integer".
+function M.number_type(x)
+  if math.type then return math.type(x) end
+  if type(x) ~= "number" then return nil end
+  return x == math.floor(x) and "integer" or "float"
+end
+
 return M
