@@ -195,8 +195,10 @@ if https_port then
       " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign")
     run("openssl req " .. ec .. " -keyout " .. q("server.key") .. " -out " .. q("server.csr") ..
       " -subj '/CN=localhost'")
+    -- DNS:127.0.0.1 too: nginx's own sockets (aliocr inside nginx) check
+    -- the name with X509_check_host, which reads no IP entry.
     write(dir .. "/server.ext", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" ..
-      "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" ..
+      "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1,DNS:127.0.0.1" ..
       ((host ~= "127.0.0.1" and host ~= "::1") and (",IP:" .. host) or "") .. "\n")
     run("openssl x509 -req -in " .. q("server.csr") .. " -CA " .. q("ca.pem") .. " -CAkey " ..
       q("ca.key") .. " -CAcreateserial -days 825 -sha256 -extfile " .. q("server.ext") ..

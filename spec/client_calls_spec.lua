@@ -218,7 +218,7 @@ describe("results of both interfaces", function()
     assert.is_nil(err, err and tostring(err))
     assert.is_table(res)
     assert.equal(1, res.ok)
-    assert.equal("integer", math.type(res.ok))
+    assert.equal("integer", util.number_type(res.ok))
     assert.equal("查询成功", res.msg)
     assert.equal(200, res.status)
     assert.is_true(res.billed)
@@ -292,11 +292,11 @@ describe("results of both interfaces", function()
         assert.same(HANDWRITING, res.lines)
         for _, line in ipairs(res.lines) do
           for _, f in ipairs({ "top", "left", "width", "height" }) do
-            assert.equal("integer", math.type(line.position[f]), f .. " of " .. line.words)
+            assert.equal("integer", util.number_type(line.position[f]), f .. " of " .. line.words)
           end
         end
         for _, item in ipairs(res.data) do
-          assert.equal("integer", math.type(item.position.top))
+          assert.equal("integer", util.number_type(item.position.top))
         end
         local words = {}
         for i, l in ipairs(HANDWRITING) do words[i] = l.words end
@@ -355,7 +355,7 @@ describe("results of both interfaces", function()
       assert.equal("", res.lines[1].words)
       assert.is_nil(res.lines[1].position)
       assert.same({ words = "a", position = { top = 1 } }, res.lines[2])
-      assert.equal("integer", math.type(res.lines[2].position.top))
+      assert.equal("integer", util.number_type(res.lines[2].position.top))
       assert.equal("\na", res.text)
       assert.equal(only_request(emu).request_id, res.request_id)
     end)
@@ -413,11 +413,11 @@ describe("results of both interfaces", function()
       respond('{"ok":1.0,"msg":"m","data":[{"words":7,"position":{"top":1.0,"left":2.5,"width":3e2,"height":4}}]}')
       local res, err = post_client:handwriting(emu.image)
       assert.is_nil(err, err and tostring(err))
-      assert.equal("integer", math.type(res.ok))
+      assert.equal("integer", util.number_type(res.ok))
       assert.same({ { words = "7", position = { top = 1, left = 2.5, width = 300, height = 4 } } }, res.lines)
-      assert.equal("integer", math.type(res.lines[1].position.top))
-      assert.equal("float", math.type(res.lines[1].position.left))
-      assert.equal("integer", math.type(res.lines[1].position.width))
+      assert.equal("integer", util.number_type(res.lines[1].position.top))
+      assert.equal("float", util.number_type(res.lines[1].position.left))
+      assert.equal("integer", util.number_type(res.lines[1].position.width))
     end)
   end)
 end)
@@ -951,8 +951,10 @@ describe("misuse", function()
         "retries must be a whole number >= 0" },
       { "method PUT", function() new({ appcode = "demo", method = "PUT" }) end,
         'method must be "GET" or "POST"' },
-      { "a transport other than curl", function() new({ appcode = "demo", transport = "libuv" }) end,
-        "transport 'libuv' is not available; use \"curl\"" },
+      { "an unknown transport", function() new({ appcode = "demo", transport = "libuv" }) end,
+        "transport must be \"curl\" or \"resty\", got 'libuv'" },
+      { "the resty transport outside nginx", function() new({ appcode = "demo", transport = "resty" }) end,
+        "transport \"resty\" works only inside nginx's Lua module (OpenResty, libnginx-mod-http-lua)" },
     }
     for _, c in ipairs(CASES) do
       it("raises on " .. c[1], function() raises(c[2], c[3]) end)

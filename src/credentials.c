@@ -149,6 +149,21 @@ static int credentials_signature_method(lua_State *L)
 }
 
 /***
+ * The value of the Authorization header in AppCode mode ("APPCODE <code>"),
+ * for the transport inside nginx, which writes its requests from Lua; the
+ * libcurl engine adds the header in C and never asks for it.
+ * @function authorization
+ */
+static int credentials_authorization(lua_State *L)
+{
+    aliocr_credentials *c = aliocr_check_credentials(L, 1);
+    if (c->mode != ALIOCR_APPCODE)
+        return luaL_error(L, "these credentials sign requests: there is no APPCODE header");
+    lua_pushfstring(L, "APPCODE %s", c->appcode);
+    return 1;
+}
+
+/***
  * Base64(HMAC(app_secret, string_to_sign)) with the signature method.
  * @function sign
  */
@@ -208,6 +223,7 @@ static const luaL_Reg credentials_methods[] = {
     {"app_key", credentials_app_key},
     {"signature_method", credentials_signature_method},
     {"sign", credentials_sign},
+    {"authorization", credentials_authorization},
     {"close", credentials_close},
     {NULL, NULL}
 };

@@ -3,6 +3,7 @@
 -- @module aliocr.client
 local core = require("aliocr.core")
 local errors = require("aliocr.errors")
+local resty = require("aliocr.resty")
 local result = require("aliocr.result")
 local signing = require("aliocr.signing")
 
@@ -29,13 +30,13 @@ local OPTIONS = {
 local CALL_OPTIONS = { show = true, params = true, timeout = true, method = true, retries = true }
 
 -- Misuse raises, pointing at the caller's line: the first stack frame that
--- is not this file.
+-- is not this file (nor Lua 5.1's stand-in for frames a tail call replaced).
 local own_source = debug.getinfo(1, "S").source
 local function fail(msg)
   local level = 2
   while true do
     local info = debug.getinfo(level, "S")
-    if not info or info.source ~= own_source then break end
+    if not info or (info.source ~= own_source and info.what ~= "tail") then break end
     level = level + 1
   end
   error("aliocr: " .. msg, level)
@@ -149,8 +150,14 @@ function Client.new(opts)
 
   local method = opts.method or "POST"
   if method ~= "GET" and method ~= "POST" then fail("method must be \"GET\" or \"POST\"") end
-  if opts.transport and opts.transport ~= "curl" then
-    fail("transport '" .. opts.transport .. "' is not available; use \"curl\"")
+  -- Inside nginx the calls go over its own sockets ("resty"); elsewhere,
+  -- over libcurl ("curl").
+  local transport = opts.transport or (resty.available() and "resty" or "curl")
+  if transport ~= "curl" and transport ~= "resty" then
+    fail("transport must be \"curl\" or \"resty\", got '" .. transport .. "'")
+  end
+  if transport == "resty" and not resty.available() then
+    fail("transport \"resty\" works only inside nginx's Lua module (OpenResty, libnginx-mod-http-lua)")
   end
   if opts.retries ~= nil then whole(opts.retries, "retries", 0, 1e3) end
 
@@ -177,10 +184,15 @@ function Client.new(opts)
     _queue = {}, _running = {}, _active = 0, _retrying = {}, _finished = {}, _callback_errors = {},
   }, Client)
   if cred:mode() == "signature" then self._app_key = cred:app_key() end
-  self._engine = core.engine({
-    json_max_depth = opts.json_max_depth or 64,
-    max_connections = math.max(16, 2 * self._concurrency),
-  })
+  self._transport = transport
+  if transport == "resty" then
+    self._engine = resty.engine({ json_max_depth = opts.json_max_depth, pool_size = math.max(30, self._concurrency) })
+  else
+    self._engine = core.engine({
+      json_max_depth = opts.json_max_depth or 64,
+      max_connections = math.max(16, 2 * self._concurrency),
+    })
+  end
   return self
 end
 
@@ -344,17 +356,34 @@ function Client:_outcome(call, response, attempts, started)
   return nil, err
 end
 
---- One blocking call (with its retries).
+-- Raises when this transport cannot make a call here: libcurl would block
+-- nginx's worker; nginx's sockets are not allowed in every phase.
+function Client:_check_place()
+  if self._transport == "resty" then
+    resty.check_phase(fail)
+  elseif resty.available() then
+    fail("the curl transport would block nginx's worker: inside nginx use transport \"resty\" " ..
+      "(the default there)")
+  end
+end
+
+-- Waits between attempts; inside nginx without blocking its worker.
+function Client:_pause(seconds)
+  if self._transport == "resty" then resty.sleep(seconds) else core.sleep(seconds) end
+end
+
+--- One blocking call (with its retries); inside nginx it yields instead.
 function Client:_call(kind, image_url, opts)
   local call = self:_prepare(kind, image_url, opts)
-  self:_pump() -- jobs submitted before go out along with this call
+  self:_check_place()
+  if self._transport == "curl" then self:_pump() end -- jobs submitted before go out along with this call
   local started, attempts = core.monotonic(), 0
   while true do
     attempts = attempts + 1
     local response = self._engine:perform(self:_attempt_request(call))
     local res, err, again = self:_outcome(call, response, attempts, started)
     if not again then return res, err end
-    core.sleep(self:_backoff(attempts))
+    self:_pause(self:_backoff(attempts))
   end
 end
 
@@ -545,6 +574,10 @@ end
 -- job.result, job.error).
 function Client:submit(kind, image_url, opts, callback)
   check_open(self)
+  if self._transport == "resty" then
+    fail("submit, poll and wait drive libcurl; inside nginx use batch (light threads), " ..
+      "or calls in ngx.thread.spawn")
+  end
   if callback ~= nil and type(callback) ~= "function" then fail("the callback must be a function") end
   local call = self:_prepare(kind, image_url, opts)
   local job = setmetatable({
@@ -563,6 +596,7 @@ end
 -- callbacks raised (nil when none did).
 function Client:poll(timeout)
   check_open(self)
+  if self._transport == "resty" then fail("poll drives libcurl; inside nginx there is nothing to poll") end
   if timeout == nil then timeout = 0 end
   if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
     fail("poll takes a timeout in seconds >= 0")
@@ -580,6 +614,49 @@ function Client:wait()
 end
 
 local BATCH_OPTIONS = { concurrency = true, on_progress = true }
+
+local function summarize(results, total, started)
+  local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = core.monotonic() - started }
+  for i = 1, total do
+    local r = results[i]
+    if errors.is_error(r) then summary.failed = summary.failed + 1 else summary.ok = summary.ok + 1 end
+    if r.billed == true then summary.billed = summary.billed + 1 end
+  end
+  return summary
+end
+
+-- batch inside nginx: `limit` light threads, each taking the next image.
+function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
+  self:_check_place()
+  local total, started = #urls, core.monotonic()
+  local results, done, next_i, current = {}, 0, 1, {}
+  local ok, err = resty.run_threads(math.min(limit, total), function(t)
+    while next_i <= total do
+      local i = next_i
+      next_i = i + 1
+      current[t] = i
+      local res, e = self:_call(kind, urls[i], call_opts)
+      current[t] = nil
+      results[i] = res or e
+      done = done + 1
+      if on_progress then on_progress(done, total) end
+    end
+  end)
+  if not ok then
+    -- Calls cut short under way may have reached the gateway: unknown; the
+    -- images never started are cancelled calls, not billed.
+    local s = self._stats
+    for _ in pairs(current) do
+      s.requests, s.unknown = s.requests + 1, s.unknown + 1
+      s.errors.cancelled = (s.errors.cancelled or 0) + 1
+    end
+    local unsent = total - next_i + 1
+    s.requests, s.not_billed = s.requests + unsent, s.not_billed + unsent
+    if unsent > 0 then s.errors.cancelled = (s.errors.cancelled or 0) + unsent end
+    error(err, 0)
+  end
+  return results, summarize(results, total, started)
+end
 
 --- Calls an interface for every URL of a list, `concurrency` at a time.
 -- Returns the results (each a result or an error object, in the order of
@@ -600,6 +677,8 @@ function Client:batch(kind, urls, opts)
   -- Misuse raises before anything is sent, whatever the list holds.
   local plan = self:_plan(kind, call_opts)
   for i = 1, total do self:_prepare(kind, urls[i], call_opts, plan) end
+
+  if self._transport == "resty" then return self:_batch_threads(kind, urls, call_opts, limit, on_progress) end
 
   -- A batch may run more at once than the client's concurrency.
   local saved_concurrency = self._concurrency
@@ -637,13 +716,7 @@ function Client:batch(kind, urls, opts)
     if unsent > 0 then s.errors.cancelled = (s.errors.cancelled or 0) + unsent end
     error(e, 0)
   end
-  local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = core.monotonic() - started }
-  for i = 1, total do
-    local r = results[i]
-    if errors.is_error(r) then summary.failed = summary.failed + 1 else summary.ok = summary.ok + 1 end
-    if r.billed == true then summary.billed = summary.billed + 1 end
-  end
-  return results, summary
+  return results, summarize(results, total, started)
 end
 
 return Client

@@ -1,0 +1,79 @@
+-- Test handlers that run inside the client-side nginx of spec/nginx_spec.lua
+-- (LuaJIT, nginx's Lua module), where aliocr picks nginx's sockets.
+local aliocr = require("aliocr")
+local cjson = require("cjson")
+local outcome = require("helpers.outcome")
+
+local M = {}
+
+local function body_json()
+  ngx.req.read_body()
+  return cjson.decode(ngx.req.get_body_data())
+end
+
+local function say(t)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(t))
+end
+
+--- POST /case { client = options, kind, url, opts, warm }: one call on a
+-- new client (after a call of the kind `warm`, when given, so that the call
+-- goes out on a connection used before); answers the outcome
+-- (helpers.outcome) and the transport used.
+function M.case()
+  local c = body_json()
+  local client = aliocr.new(c.client)
+  if c.warm then client[c.warm](client, c.url) end
+  local res, err = client[c.kind](client, c.url, c.opts)
+  local out = outcome.of(res, err, client:stats())
+  out.transport = client._transport
+  out.message = err and err.msg -- worded by the transport: shown, not compared
+  client:close()
+  say(out)
+end
+
+--- POST /batch { client, kind, urls, concurrency }: a batch; answers the
+-- outcomes in order, the summary, the stats, the most calls seen under way
+-- at once (by the progress callback's view) and the progress count.
+function M.batch()
+  local c = body_json()
+  local client = aliocr.new(c.client)
+  local progress = 0
+  local results, summary = client:batch(c.kind, c.urls, {
+    concurrency = c.concurrency,
+    on_progress = function(done, total)
+      progress = progress + 1
+      assert(done == progress and total == #c.urls)
+    end,
+  })
+  local outcomes = {}
+  for i, r in ipairs(results) do
+    if aliocr.is_error(r) then outcomes[i] = outcome.of(nil, r) else outcomes[i] = outcome.of(r) end
+  end
+  say({ outcomes = outcomes, summary = summary, stats = client:stats(), progress = progress })
+  client:close()
+end
+
+--- POST /misuse { client, call = "submit" | "poll" | "curl" }: what a call
+-- that cannot work inside nginx raises.
+function M.misuse()
+  local c = body_json()
+  local ok, e = pcall(function()
+    local client = aliocr.new(c.client)
+    if c.call == "submit" then client:submit("recognize", c.url) end
+    if c.call == "poll" then client:poll(0) end
+    if c.call == "call" then client:recognize(c.url) end
+  end)
+  say({ ok = ok, error = tostring(e) })
+end
+
+--- In a header filter, where nginx allows no socket: the error of a call
+-- goes into the X-Aliocr-Error header.
+function M.header_filter()
+  local client = aliocr.new({ appcode = "demo", endpoint = ngx.unescape_uri(ngx.var.arg_endpoint) })
+  local ok, e = pcall(client.recognize, client, ngx.unescape_uri(ngx.var.arg_url))
+  ngx.header["X-Aliocr-Error"] = ok and "none" or tostring(e)
+  client:close()
+end
+
+return M

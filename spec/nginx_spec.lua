@@ -1,0 +1,349 @@
+-- aliocr inside nginx (Debian's nginx with libnginx-mod-http-lua, LuaJIT):
+-- calls go over nginx's own sockets without blocking the worker, with the
+-- same results, errors and billing as the libcurl transport. The nginx here
+-- runs examples/openresty/nginx.conf (with its ports and paths swapped for
+-- this checkout's) and the example handler, plus the test handlers of
+-- spec/helpers/nginx_case.lua.
+local cjson = require("cjson")
+local socket = require("socket")
+local aliocr = require("aliocr")
+local emulator = require("helpers.emulator")
+local http = require("helpers.http")
+local nginx = require("helpers.nginx")
+local outcome = require("helpers.outcome")
+local sh = require("helpers.sh")
+local util = require("helpers.util")
+
+local q, read_all, write_all = sh.q, sh.read_all, sh.write_all
+
+local LATENCY_MS = 200
+local BURST = 50
+
+-- The example configuration, with this checkout's paths, a free port, the
+-- emulator's test CA, and the test locations.
+local function config(ca_file)
+  local text = read_all(nginx.example_conf)
+  local root = nginx.root
+  local function swap(from, to)
+    local i, j = text:find(from, 1, true)
+    assert(i, "examples/openresty/nginx.conf no longer has: " .. from)
+    text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
+  end
+  local is_root = sh.capture("id -u"):match("^0") ~= nil
+  swap("pid logs/nginx.pid;", "pid logs/nginx.pid;" .. (is_root and "\nuser root;" or ""))
+  swap("listen 127.0.0.1:8081;", "listen 127.0.0.1:@PORT@;")
+  swap('"/usr/local/share/lua/5.1/?.lua;$prefix/?.lua;;"',
+    '"' .. root .. "/lua/?.lua;" .. root .. "/examples/openresty/?.lua;" .. root .. '/spec/?.lua;;"')
+  swap('"/usr/local/lib/lua/5.1/?.so;;"', '"' .. root .. '/build/jit/?.so;;"')
+  swap("lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+    "lua_ssl_trusted_certificate " .. ca_file .. ";")
+  swap('location = /ping { return 200 "pong\\n"; }', [[location = /ping { return 200 "pong\n"; }
+
+    location = /case { content_by_lua_block { require("helpers.nginx_case").case() } }
+    location = /case_untrusted {
+      lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;
+      content_by_lua_block { require("helpers.nginx_case").case() }
+    }
+    location = /batch { content_by_lua_block { require("helpers.nginx_case").batch() } }
+    location = /misuse { content_by_lua_block { require("helpers.nginx_case").misuse() } }
+    location = /filter {
+      header_filter_by_lua_block { require("helpers.nginx_case").header_filter() }
+      return 200 "filtered\n";
+    }]])
+  return text
+end
+
+local function post(ngx_, path, value, timeout)
+  local r = http.request({ url = ngx_.url .. path, method = "POST", body = cjson.encode(value),
+    content_type = "application/json", timeout = timeout or 30 })
+  assert.equal(200, r.status, path .. " answered " .. r.status .. ": " .. r.body .. "\n" .. ngx_:log())
+  return cjson.decode(r.body)
+end
+
+-- A value as it comes out of JSON (the libcurl side goes through it too, so
+-- that both sides are compared in the same form).
+local function via_json(v) return cjson.decode(cjson.encode(v)) end
+
+-- The ledger once the emulator has settled every answer (it bills in
+-- nginx's log phase, after the answer went out).
+local function settled_ledger(emu)
+  local last = cjson.encode(emu:ledger())
+  for _ = 1, 50 do
+    socket.sleep(0.1)
+    local now = cjson.encode(emu:ledger())
+    if now == last then break end
+    last = now
+  end
+  return cjson.decode(last)
+end
+
+local function urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+describe("inside nginx", function()
+  local emu, ngx_
+
+  setup(function()
+    emu = emulator.start({ "--port", "0", "--https-port", "0", "--appcode", "demo", "--app-key", "key1:secret1" })
+    ngx_ = nginx.start(config(emu.ca_file), { ALIOCR_APPCODE = "demo", ALIOCR_ENDPOINT = emu.endpoint })
+  end)
+
+  teardown(function()
+    if ngx_ then assert.same({}, ngx_:stop()) end
+    util.stop_clean(emu)
+  end)
+
+  before_each(function() emu:reset() end)
+
+  describe("the example handler under a burst", function()
+    it(BURST .. " concurrent requests with " .. LATENCY_MS .. " ms upstream latency all succeed, " ..
+       "without blocking the worker", function()
+      emu:settings({ latency_ms = LATENCY_MS })
+      local dir = sh.tmpdir()
+      finally(function() os.execute("rm -rf " .. q(dir)) end)
+      local args = {}
+      for i = 1, BURST do
+        args[#args + 1] = string.format("-o %s/out%d %s", q(dir), i,
+          q(ngx_.url .. "/ocr?url=" .. urlencode(emu.image .. "?n=" .. i)))
+      end
+      -- A loop of requests to the trivial location runs through the burst;
+      -- each prints when it ended and how long it took.
+      write_all(dir .. "/burst.sh", table.concat({
+        "cd " .. q(dir),
+        "( while [ ! -e stop ]; do curl -s -o /dev/null -w \"$(date +%s.%N) %{time_total}\\n\" " ..
+          q(ngx_.url .. "/ping") .. " >>pings; done ) &",
+        "pinger=$!",
+        "sleep 0.3",
+        "date +%s.%N >start",
+        "curl -s --parallel --parallel-immediate --parallel-max " .. BURST .. " -w '%{http_code}\\n' " ..
+          table.concat(args, " ") .. " >codes",
+        "date +%s.%N >end",
+        "sleep 0.2",
+        "touch stop",
+        "wait $pinger",
+      }, "\n") .. "\n")
+      os.execute("sh " .. q(dir .. "/burst.sh"))
+
+      local started, ended = tonumber(read_all(dir .. "/start")), tonumber(read_all(dir .. "/end"))
+      local wall = ended - started
+      local codes = {}
+      for code in read_all(dir .. "/codes"):gmatch("%d+") do codes[#codes + 1] = code end
+      assert.equal(BURST, #codes)
+      for i = 1, BURST do
+        local body = read_all(dir .. "/out" .. i)
+        local res = cjson.decode(body)
+        assert.equal(1, res.ok, body)
+        assert.is_true(res.billed)
+        assert.is_string(res.text)
+        assert.is_truthy(#res.text > 0)
+      end
+      assert.equal(BURST, settled_ledger(emu).total.billed)
+
+      -- The trivial location during the burst (its pings that ended inside).
+      local worst, during = 0, 0
+      for at, took in read_all(dir .. "/pings"):gmatch("(%S+) (%S+)\n") do
+        at, took = tonumber(at), tonumber(took)
+        if at >= started and at - took <= ended then
+          during = during + 1
+          if took > worst then worst = took end
+        end
+      end
+      print(string.format("# nginx burst: %d requests, %d ms upstream latency each: %.3f s wall " ..
+        "(blocking calls would take %.1f s); /ping during the burst: %d answers, worst %.1f ms",
+        BURST, LATENCY_MS, wall, BURST * LATENCY_MS / 1000, during, worst * 1000))
+      -- Blocking calls would take BURST x latency, one after the other.
+      assert.is_true(wall < BURST * LATENCY_MS / 1000 / 2, "the burst took " .. wall .. " s")
+      assert.is_true(during >= 1, "no /ping answered during the burst")
+      -- A worker blocked by one call would hold /ping for a whole latency.
+      assert.is_true(worst < LATENCY_MS / 1000, "worst /ping latency " .. worst .. " s")
+    end)
+
+    it("answers a failed call with its kind and billing, and misuse with 400", function()
+      local r = http.request({ url = ngx_.url .. "/ocr?url=" .. urlencode(emu.images .. "missing.png") })
+      assert.equal(502, r.status)
+      local e = cjson.decode(r.body)
+      assert.equal("api", e.kind)
+      assert.is_false(e.billed)
+      assert.equal(666, e.status)
+      r = http.request({ url = ngx_.url .. "/ocr?url=ftp%3A%2F%2Fexample.com%2Fa.png" })
+      assert.equal(400, r.status)
+      assert.matches("http:// or https://", cjson.decode(r.body).error, 1, true)
+      assert.equal(0, emu:ledger().total.billed)
+    end)
+  end)
+
+  describe("the same outcome as libcurl", function()
+    -- Each case: the client's options (endpoint, appcode, retry_delay
+    -- filled in), the kind, the image, the call options, a fault rule (for
+    -- the case's interface only). Unless `cold`, a call of the other
+    -- interface goes first, so that the case's call goes out on a
+    -- connection used before on both sides (nginx keeps one pool for all the
+    -- clients of a worker). `linger`: seconds the emulator goes on after
+    -- the client gave up, before its ledger is read.
+    local function cases()
+      local refused = "http://127.0.0.1:" .. util.closed_port()
+      return {
+        { "interface one, data as a string" },
+        { "interface one, show=1: data as {words}", opts = { show = 1 } },
+        { "interface two: lines with positions", kind = "handwriting" },
+        { "GET with a query", client = { method = "GET" }, kind = "handwriting" },
+        { "tricky parameters arrive intact", opts = { params = { note = "a b&c=d%e 图" } } },
+        { "signature auth, HmacSHA256", client = { appcode = false, app_key = "key1", app_secret = "secret1" } },
+        { "signature auth, HmacSHA1", client = { appcode = false, app_key = "key1", app_secret = "secret1",
+          signature_method = "HmacSHA1" }, kind = "handwriting" },
+        { "a wrong AppSecret: auth", client = { appcode = false, app_key = "key1", app_secret = "wrong" } },
+        { "a wrong AppCode: auth", client = { appcode = "nope" } },
+        { "666 for an image that is not there: api", image = "missing.png" },
+        { "quota exhausted", fault = { mode = "quota_exhausted" } },
+        { "throttled once, retried", fault = { mode = "throttled_app", times = 1 } },
+        { "500 twice, retries exhausted", fault = { mode = "internal_error" }, client = { retries = 1 } },
+        { "503 twice, then the answer", fault = { mode = "service_unavailable", times = 2 } },
+        { "504 Async Service", fault = { mode = "async_service" }, client = { retries = 0 } },
+        { "200 with a body that is not JSON: protocol, billed", fault = { mode = "not_json" } },
+        { "200 with ok 0: protocol, billed", fault = { mode = "ok0", msg = "识别失败" } },
+        { "an HTML error page", fault = { mode = "html" } },
+        { "a redirect is not followed", fault = { mode = "respond", status = 302, body = "",
+          headers = { Location = "http://127.0.0.1:1/elsewhere" } } },
+        { "a huge body over the cap", fault = { mode = "huge", bytes = 100000 },
+          client = { max_response_bytes = 10000 } },
+        { "a huge chunked body over the cap", fault = { mode = "huge", bytes = 100000, chunked = true },
+          client = { max_response_bytes = 10000 } },
+        { "a huge chunked body under the cap", fault = { mode = "huge", bytes = 100000, chunked = true } },
+        { "a body nested too deep", client = { json_max_depth = 4 }, fault = { mode = "respond", status = 200,
+          body = '{"ok":1,"msg":"x","data":[[[[[["deep"]]]]]]}' } },
+        { "no answer in time: timeout, billing unknown", fault = { mode = "stall_headers", ms = 1000 },
+          client = { timeout = 0.3 }, linger = 1 },
+        { "a stall in the body: timeout, billed", fault = { mode = "stall_body", ms = 1000 },
+          client = { timeout = 0.3 }, linger = 1 },
+        { "reset before the headers: billing unknown", fault = { mode = "reset_before_headers" } },
+        { "reset after the headers: billed", fault = { mode = "reset_after_headers" } },
+        { "a truncated body: billed", fault = { mode = "truncate" } },
+        { "connection refused: not billed, retried", client = { endpoint = refused, retries = 1 }, cold = true },
+        { "HTTPS with the test CA trusted", https = true },
+        -- Inside nginx, the location trusts Debian's CAs only.
+        { "HTTPS without the test CA: verification fails", https = true, untrusted = true,
+          client = { ca_file = "/etc/ssl/certs/ca-certificates.crt" } },
+      }
+    end
+
+    for _, case in ipairs(cases()) do
+      it(case[1], function()
+        local kind = case.kind or "recognize"
+        local function prepare()
+          emu:reset()
+          if case.fault then
+            local rule = { api = kind == "recognize" and "advanced" or "handwriting" }
+            for k, v in pairs(case.fault) do rule[k] = v end
+            emu:fault(rule)
+          end
+        end
+        local warm = not case.cold and (kind == "recognize" and "handwriting" or "recognize") or nil
+        local function ledger()
+          if case.linger then socket.sleep(case.linger) end
+          return settled_ledger(emu)
+        end
+        local client = { appcode = "demo", endpoint = case.https and emu.https or emu.endpoint, retry_delay = 0.01 }
+        for k, v in pairs(case.client or {}) do
+          if v == false then client[k] = nil else client[k] = v end
+        end
+        local url = emu.images .. (case.image or "sample.png")
+
+        prepare()
+        local inside = post(ngx_, case.untrusted and "/case_untrusted" or "/case",
+          { client = client, kind = kind, url = url, opts = case.opts, warm = warm })
+        local inside_ledger = ledger()
+        assert.equal("resty", inside.transport)
+        local message = inside.message
+        inside.transport, inside.message = nil, nil
+        -- The gateway's string-to-sign names each attempt's own nonce and time.
+        local function unstamp(o)
+          if o.error and type(o.error.msg) == "string" then
+            o.error.msg = o.error.msg:gsub("X%-Ca%-Nonce:[^#]*", "X-Ca-Nonce:*")
+              :gsub("X%-Ca%-Timestamp:%d+", "X-Ca-Timestamp:*")
+          end
+          return o
+        end
+        unstamp(inside)
+
+        prepare()
+        local curl_client = {}
+        for k, v in pairs(client) do curl_client[k] = v end
+        if case.https and not case.untrusted then curl_client.ca_file = emu.ca_file end
+        local c = aliocr.new(curl_client)
+        if warm then c[warm](c, url) end
+        local res, err = c[kind](c, url, case.opts)
+        local outside = unstamp(via_json(outcome.of(res, err, c:stats())))
+        c:close()
+
+        assert.same(outside, inside,
+          "inside nginx: " .. tostring(message) .. "; libcurl: " .. tostring(err and err.msg))
+        assert.same(ledger(), inside_ledger)
+      end)
+    end
+  end)
+
+  describe("concurrency and connections", function()
+    it("runs a batch as light threads, at most `concurrency` at once, in input order", function()
+      emu:settings({ latency_ms = LATENCY_MS })
+      local urls = {}
+      for i = 1, 20 do urls[i] = emu.images .. (i == 7 and "missing.png" or ("sample.png?n=" .. i)) end
+      local started = socket.gettime()
+      local out = post(ngx_, "/batch", { client = { appcode = "demo", endpoint = emu.endpoint },
+        kind = "handwriting", urls = urls, concurrency = 5 })
+      local took = socket.gettime() - started
+      assert.equal(20, #out.outcomes)
+      for i, o in ipairs(out.outcomes) do
+        if i == 7 then assert.equal("api", o.error.kind) else assert.equal(1, o.result.ok) end
+      end
+      assert.same({ total = 20, ok = 19, failed = 1, billed = 19 }, {
+        total = out.summary.total, ok = out.summary.ok, failed = out.summary.failed, billed = out.summary.billed })
+      assert.equal(20, out.progress)
+      assert.equal(20, out.stats.requests)
+      local log = {}
+      for _, e in ipairs(emu:requests()) do log[#log + 1] = e.status .. " " .. tostring(e.params and e.params.url) end
+      assert.equal(19, settled_ledger(emu).total.billed, table.concat(log, "\n"))
+      -- 20 calls, 5 at a time: 4 rounds of the latency; one at a time, 20.
+      assert.is_true(took >= 4 * LATENCY_MS / 1000, "the batch took " .. took .. " s")
+      assert.is_true(took < 10 * LATENCY_MS / 1000, "the batch took " .. took .. " s")
+      local conns = emu:connections()
+      assert.is_true(conns.http >= 1 and conns.http <= 5, cjson.encode(conns))
+    end)
+
+    it("keeps the connection alive across calls of a client", function()
+      local urls = {}
+      for i = 1, 30 do urls[i] = emu.image .. "?n=" .. i end
+      local out = post(ngx_, "/batch", { client = { appcode = "demo", endpoint = emu.endpoint },
+        kind = "recognize", urls = urls, concurrency = 1 })
+      assert.equal(30, out.summary.ok)
+      assert.equal(1, emu:connections().http)
+    end)
+  end)
+
+  describe("where nginx allows no socket", function()
+    it("a call in a header filter raises, naming the phase and the way out", function()
+      local r = http.request({ url = ngx_.url .. "/filter?endpoint=" .. urlencode(emu.endpoint) ..
+        "&url=" .. urlencode(emu.image) })
+      assert.equal(200, r.status)
+      local e = r.headers["x-aliocr-error"]
+      assert.matches("nginx does not allow sockets in the 'header_filter' phase", e, 1, true)
+      assert.matches("ngx.timer.at", e, 1, true)
+      assert.equal(0, emu:ledger().total.requests)
+    end)
+
+    it("the curl transport, submit and poll raise inside nginx", function()
+      local base = { appcode = "demo", endpoint = emu.endpoint }
+      local out = post(ngx_, "/misuse", { client = { appcode = "demo", endpoint = emu.endpoint, transport = "curl" },
+        call = "call", url = emu.image })
+      assert.is_false(out.ok)
+      assert.matches("the curl transport would block nginx's worker", out.error, 1, true)
+      out = post(ngx_, "/misuse", { client = base, call = "submit", url = emu.image })
+      assert.is_false(out.ok)
+      assert.matches("inside nginx use batch", out.error, 1, true)
+      out = post(ngx_, "/misuse", { client = base, call = "poll" })
+      assert.is_false(out.ok)
+      assert.matches("poll drives libcurl", out.error, 1, true)
+      assert.equal(0, emu:ledger().total.requests)
+    end)
+  end)
+end)
