@@ -1,11 +1,11 @@
 # aliocr: developer build. `make` builds, `make test` runs every spec,
 # `make demo` runs the demo against the local emulator, `make install
-# PREFIX=DIR` installs a standard tree. Each target first installs the Debian
+# PREFIX=DIR` installs a standard tree (LUA_VERSION=5.4, 5.3 or 5.1), `make
+# install-luajit PREFIX=DIR` the same for LuaJIT and nginx. Each target first installs the Debian
 # packages it needs (scripts/bootstrap) when they are missing.
 
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
-LUA_PC      ?= lua$(LUA_VERSION)
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl libcrypto)
 CURL_LIBS   ?= $(shell pkg-config --libs libcurl libcrypto)
 
@@ -40,12 +40,19 @@ $(1): $$(SOURCES) $$(HEADERS)
 	  $$(LIBFLAG) -o $$@.tmp $$(SOURCES) $$(LDFLAGS) $$(CURL_LIBS)
 	@mv -f $$@.tmp $$@
 endef
-$(eval $(call core_rule,build/aliocr/core.so,$(LUA_PC)))
+$(eval $(call core_rule,build/aliocr/core.so,lua5.4))
 $(eval $(call core_rule,build/5.3/aliocr/core.so,lua5.3))
 $(eval $(call core_rule,build/5.1/aliocr/core.so,lua5.1))
 $(eval $(call core_rule,build/jit/aliocr/core.so,luajit))
 
-.PHONY: all bootstrap build test valgrind demo install lint clean
+# The core `make install` installs: the one built for LUA_VERSION (5.4, 5.3
+# or 5.1); install-luajit installs LuaJIT's into the 5.1 tree LuaJIT reads.
+INSTALL_CORE_5.4 = build/aliocr/core.so
+INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
+INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
+INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
+
+.PHONY: all bootstrap build test valgrind demo install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -70,14 +77,20 @@ lint: bootstrap
 	luacheck lua emulator spec examples bin/aliocr
 
 install: all
+	@test -n "$(INSTALL_CORE)" || { echo "make install: LUA_VERSION must be 5.4, 5.3 or 5.1 (or use install-luajit)" >&2; exit 2; }
 	install -d $(DESTDIR)$(LUADIR)/aliocr $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 644 lua/aliocr.lua $(DESTDIR)$(LUADIR)/aliocr.lua
 	install -m 644 $(wildcard lua/aliocr/*.lua) $(DESTDIR)$(LUADIR)/aliocr/
-	install -m 755 $(CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
+	install -m 755 $(INSTALL_CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
 	install -m 755 bin/aliocr $(DESTDIR)$(BINDIR)/aliocr
 	install -m 755 bin/aliocr-emulator $(DESTDIR)$(BINDIR)/aliocr-emulator
 	rm -rf $(DESTDIR)$(DATADIR)/emulator
 	cp -R emulator $(DESTDIR)$(DATADIR)/emulator
+
+# LuaJIT (nginx's Lua module, OpenResty, game hosts): PREFIX/share/lua/5.1
+# and PREFIX/lib/lua/5.1, which LuaJIT searches when PREFIX is /usr/local.
+install-luajit: all
+	@$(MAKE) --no-print-directory install LUA_VERSION=5.1 INSTALL_CORE=build/jit/aliocr/core.so
 
 clean:
 	rm -rf build

@@ -11,13 +11,20 @@ description = {
   summary = "Read text out of images with the Aliyun marketplace OCR API",
   detailed = [[
 A C core (libcurl) under a thin Lua layer for the Aliyun marketplace
-"图片文字识别" API, with a local gateway emulator for offline testing.]],
+"图片文字识别" API; inside nginx (OpenResty, Debian's libnginx-mod-http-lua)
+it uses nginx's non-blocking sockets instead. Comes with a local gateway
+emulator for offline testing (bin/aliocr-emulator, in the source tree).]],
+  license = "MIT",
 }
 
 dependencies = { "lua >= 5.1", "lua-cjson" }
 
+-- libcurl for HTTP, OpenSSL's libcrypto for the request signatures. Found
+-- by their libraries: Debian keeps curl/curl.h in a multiarch directory
+-- that the compiler searches but LuaRocks' header check does not.
 external_dependencies = {
-  CURL = { header = "curl/curl.h" },
+  CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" },
 }
 
 build = {
@@ -26,14 +33,18 @@ build = {
     ["aliocr.core"] = {
       sources = { "src/core.c", "src/engine.c", "src/credentials.c" },
       libraries = { "curl", "crypto" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["aliocr"] = "lua/aliocr.lua",
     ["aliocr.client"] = "lua/aliocr/client.lua",
     ["aliocr.errors"] = "lua/aliocr/errors.lua",
+    ["aliocr.resty"] = "lua/aliocr/resty.lua",
     ["aliocr.result"] = "lua/aliocr/result.lua",
     ["aliocr.signing"] = "lua/aliocr/signing.lua",
+  },
+  install = {
+    bin = { aliocr = "bin/aliocr" },
   },
   copy_directories = { "examples" },
 }

@@ -85,6 +85,27 @@ client:close()
     assert.same({ "luaopen_aliocr_core" }, exported)
   end)
 
+  it("installs for every runtime: LUA_VERSION=5.3 and 5.1, and install-luajit", function()
+    local cases = {
+      { "install LUA_VERSION=5.3", "5.3", "lua5.3" },
+      { "install LUA_VERSION=5.1", "5.1", "lua5.1" },
+      { "install-luajit", "5.1", "luajit" },
+    }
+    for _, c in ipairs(cases) do
+      local target, version, lua = c[1], c[2], c[3]
+      local tree = require("helpers.sh").tmpdir()
+      local out, status = run("make --no-print-directory " .. target .. " PREFIX='" .. tree .. "'")
+      assert.equal(0, status, out)
+      local env = string.format("LUA_PATH='%s/share/lua/%s/?.lua;;' LUA_CPATH='%s/lib/lua/%s/?.so;;' ",
+        tree, version, tree, version)
+      out, status = run("cd / && " .. env .. lua .. " -e 'local a = require(\"aliocr\"); " ..
+        "print(a._VERSION, package.loaded[\"aliocr.core\"] ~= nil)'")
+      os.execute("rm -rf '" .. tree .. "'")
+      assert.equal(0, status, target .. ": " .. out)
+      assert.matches("^aliocr %d+%.%d+%.%d+\ttrue\n$", out)
+    end
+  end)
+
   it("installs an emulator that runs from PREFIX/bin", function()
     local bin = prefix .. "/bin/aliocr-emulator"
     local saved = emulator.bin
