@@ -11,6 +11,14 @@ local q, read_all, write_all = sh.q, sh.read_all, sh.write_all
 
 local function tmpfile() return os.tmpname() end
 
+-- A whole number from JSON as an integer where the runtime has them (lua-cjson
+-- decodes 200 as 200.0 on Lua 5.3+, which prints as "200.0").
+local function int(v)
+  v = tonumber(v)
+  if v and math.tointeger then return math.tointeger(v) or v end
+  return v
+end
+
 --- Parses a header dump (curl -D): the last response's status, a table of
 -- lower-cased names (a repeated header keeps its last value), and the list of
 -- { name, value } in the order and case they came.
@@ -79,12 +87,12 @@ function M.request(o)
   local info = cjson.decode(out ~= "" and out or "{}")
   local map, list, status_line = parse_headers(read_all(hdrfile))
   local res = {
-    status = tonumber(info.http_code) or 0,
+    status = int(info.http_code) or 0,
     headers = map,
     header_list = list,
     status_line = status_line,
     body = read_all(bodyfile),
-    exit = tonumber(info.exitcode) or -1,
+    exit = int(info.exitcode) or -1,
     error = info.errormsg ~= cjson.null and info.errormsg or nil,
     connects = info.num_connects,
     http_version = info.http_version,

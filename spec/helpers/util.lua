@@ -41,6 +41,12 @@ function M.header(entry, name)
   return nil
 end
 
+--- An upper bound on a duration, widened when the specs run inside
+-- valgrind (spec/run VALGRIND=1), which makes everything far slower: the
+-- bounds check behaviour (not blocking, running at once), not speed.
+local SLOWDOWN = os.getenv("VALGRIND") == "1" and 10 or 1
+function M.slow(seconds) return seconds * SLOWDOWN end
+
 --- math.type where the runtime has it (Lua 5.3+); before, numbers have no
 -- subtype, and a whole number counts as "integer".
 function M.number_type(x)
