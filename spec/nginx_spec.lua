@@ -331,10 +331,14 @@ describe("inside nginx", function()
       assert.equal(0, emu:ledger().total.requests)
     end)
 
-    it("the curl transport, submit and poll raise inside nginx", function()
+    it("the curl transport (a call, a batch), submit and poll raise inside nginx", function()
       local base = { appcode = "demo", endpoint = emu.endpoint }
       local out = post(ngx_, "/misuse", { client = { appcode = "demo", endpoint = emu.endpoint, transport = "curl" },
         call = "call", url = emu.image })
+      assert.is_false(out.ok)
+      assert.matches("the curl transport would block nginx's worker", out.error, 1, true)
+      out = post(ngx_, "/misuse", { client = { appcode = "demo", endpoint = emu.endpoint, transport = "curl" },
+        call = "batch", url = emu.image })
       assert.is_false(out.ok)
       assert.matches("the curl transport would block nginx's worker", out.error, 1, true)
       out = post(ngx_, "/misuse", { client = base, call = "submit", url = emu.image })

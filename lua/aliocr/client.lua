@@ -627,7 +627,6 @@ end
 
 -- batch inside nginx: `limit` light threads, each taking the next image.
 function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
-  self:_check_place()
   local total, started = #urls, core.monotonic()
   local results, done, next_i, current = {}, 0, 1, {}
   local ok, err = resty.run_threads(math.min(limit, total), function(t)
@@ -678,6 +677,7 @@ function Client:batch(kind, urls, opts)
   local plan = self:_plan(kind, call_opts)
   for i = 1, total do self:_prepare(kind, urls[i], call_opts, plan) end
 
+  self:_check_place()
   if self._transport == "resty" then return self:_batch_threads(kind, urls, call_opts, limit, on_progress) end
 
   -- A batch may run more at once than the client's concurrency.

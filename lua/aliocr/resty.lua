@@ -229,7 +229,15 @@ function Engine:_once(req, deadline, fresh)
         return failure(r, "COULDNT_CONNECT", "the proxy refused to tunnel to " .. target)
       end
     end
-    ok, err = sock:sslhandshake(nil, host, verify)
+    local called
+    called, ok, err = pcall(sock.sslhandshake, sock, nil, host, verify)
+    if not called then
+      -- lua-resty-core 0.1.25 (Debian 12) raises "assertion failed!" instead
+      -- of returning the error when a handshake that completed at once
+      -- failed nginx's checks; with verification on, that is the check of
+      -- the certificate.
+      ok, err = nil, verify and "certificate verify failed (" .. tostring(ok) .. ")" or tostring(ok)
+    end
     if not ok then
       sock:close()
       -- nginx words a failed verification "<X509 error number>: <reason>",
@@ -295,13 +303,20 @@ function Engine:_once(req, deadline, fresh)
   local cap = req.max_bytes or 16 * 1024 * 1024
   local length = tonumber(r.headers["content-length"])
   local data, rest
+  local chunked = (r.headers["transfer-encoding"] or ""):lower():find("chunked", 1, true)
+  if chunked then length = nil end -- chunked wins over Content-Length (RFC 9112, 6.3)
+  if status == 204 or status == 304 then
+    length = 0 -- no body, whatever the headers say (RFC 9112, 6.3)
+  end
   if length and length > cap then
     r.too_large = true
     sock:close()
     return r
+  elseif length == 0 then
+    data = ""
   elseif length then
     data, err, rest = sock:receive(length)
-  elseif (r.headers["transfer-encoding"] or ""):lower():find("chunked", 1, true) then
+  elseif chunked then
     data, err, rest = read_chunked(sock, cap)
   else
     data, err, rest = read_to_close(sock, cap)
@@ -320,8 +335,7 @@ function Engine:_once(req, deadline, fresh)
   end
   r.body = data
 
-  if (r.headers["connection"] or ""):lower():find("close", 1, true) or not length and
-      not (r.headers["transfer-encoding"] or ""):lower():find("chunked", 1, true) then
+  if (r.headers["connection"] or ""):lower():find("close", 1, true) or not (length or chunked) then
     sock:close()
   else
     sock:setkeepalive(self.idle_ms, self.pool_size)

@@ -54,7 +54,7 @@ function M.batch()
   client:close()
 end
 
---- POST /misuse { client, call = "submit" | "poll" | "curl" }: what a call
+--- POST /misuse { client, call = "call" | "batch" | "submit" | "poll" }: what a call
 -- that cannot work inside nginx raises.
 function M.misuse()
   local c = body_json()
@@ -63,6 +63,7 @@ function M.misuse()
     if c.call == "submit" then client:submit("recognize", c.url) end
     if c.call == "poll" then client:poll(0) end
     if c.call == "call" then client:recognize(c.url) end
+    if c.call == "batch" then client:batch("recognize", { c.url }) end
   end)
   say({ ok = ok, error = tostring(e) })
 end
