@@ -310,6 +310,27 @@ describe("inside nginx", function()
       assert.is_true(conns.http >= 1 and conns.http <= 5, cjson.encode(conns))
     end)
 
+    it("an on_progress that raises stops the batch: the calls under way finish, the rest are cancelled", function()
+      emu:settings({ latency_ms = 100 })
+      local urls = {}
+      for i = 1, 12 do urls[i] = emu.image .. "?n=" .. i end
+      local out = post(ngx_, "/batch", { client = { appcode = "demo", endpoint = emu.endpoint },
+        kind = "recognize", urls = urls, concurrency = 3, raise_at = 4 })
+      assert.equal("stop at 4", out.error)
+      local s, ledger = out.stats, settled_ledger(emu)
+      -- Every image is one call: finished (billed, as the ledger says) or
+      -- cancelled before it was sent.
+      assert.equal(12, s.requests)
+      assert.equal(ledger.total.requests, s.attempts)
+      assert.equal(ledger.total.billed, s.billed)
+      assert.equal(0, s.unknown)
+      assert.equal(12 - s.billed, s.not_billed)
+      assert.equal(12 - s.billed, s.errors.cancelled)
+      -- The two calls under way beside the fourth were finished, no more.
+      assert.equal(6, s.billed)
+      assert.equal(4, out.progress)
+    end)
+
     it("keeps the connection alive across calls of a client", function()
       local urls = {}
       for i = 1, 30 do urls[i] = emu.image .. "?n=" .. i end

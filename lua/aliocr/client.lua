@@ -279,6 +279,15 @@ function Client:_backoff(n)
   return random() * cap
 end
 
+-- Accounts `n` calls that were cancelled, with their billing ("unknown"
+-- or "not_billed").
+function Client:_count_cancelled(n, billing)
+  if n <= 0 then return end
+  local s = self._stats
+  s.requests, s[billing] = s.requests + n, s[billing] + n
+  s.errors.cancelled = (s.errors.cancelled or 0) + n
+end
+
 function Client:_account(res, err)
   local s = self._stats
   s.requests = s.requests + 1
@@ -455,10 +464,7 @@ function Job:cancel()
   self.state = "cancelled"
   -- In flight, the request may have reached the gateway: billing unknown.
   -- Queued, or between attempts (every earlier one unbilled): not billed.
-  local s = client._stats
-  s.requests = s.requests + 1
-  if state == "running" then s.unknown = s.unknown + 1 else s.not_billed = s.not_billed + 1 end
-  s.errors.cancelled = (s.errors.cancelled or 0) + 1
+  client:_count_cancelled(1, state == "running" and "unknown" or "not_billed")
   if client._engine and not client._closing then client:_pump() end
   return true
 end
@@ -628,30 +634,22 @@ end
 -- batch inside nginx: `limit` light threads, each taking the next image.
 function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
   local total, started = #urls, core.monotonic()
-  local results, done, next_i, current = {}, 0, 1, {}
-  local ok, err = resty.run_threads(math.min(limit, total), function(t)
-    while next_i <= total do
+  local results, done, next_i = {}, 0, 1
+  local ok, err = resty.run_threads(math.min(limit, total), function(_, stopped)
+    while next_i <= total and not stopped() do
       local i = next_i
       next_i = i + 1
-      current[t] = i
       local res, e = self:_call(kind, urls[i], call_opts)
-      current[t] = nil
       results[i] = res or e
       done = done + 1
-      if on_progress then on_progress(done, total) end
+      if on_progress and not stopped() then on_progress(done, total) end
     end
   end)
   if not ok then
-    -- Calls cut short under way may have reached the gateway: unknown; the
-    -- images never started are cancelled calls, not billed.
-    local s = self._stats
-    for _ in pairs(current) do
-      s.requests, s.unknown = s.requests + 1, s.unknown + 1
-      s.errors.cancelled = (s.errors.cancelled or 0) + 1
-    end
-    local unsent = total - next_i + 1
-    s.requests, s.not_billed = s.requests + unsent, s.not_billed + unsent
-    if unsent > 0 then s.errors.cancelled = (s.errors.cancelled or 0) + unsent end
+    -- The calls under way when on_progress raised were finished (with no
+    -- more progress reported); the images
+    -- never started are cancelled calls, not billed.
+    self:_count_cancelled(total - next_i + 1, "not_billed")
     error(err, 0)
   end
   return results, summarize(results, total, started)
@@ -710,10 +708,7 @@ function Client:batch(kind, urls, opts)
   if not ok then
     for _, job in pairs(jobs) do job:cancel() end
     -- The images never submitted are calls too: cancelled, not billed.
-    local s = self._stats
-    local unsent = total - next_i + 1
-    s.requests, s.not_billed = s.requests + unsent, s.not_billed + unsent
-    if unsent > 0 then s.errors.cancelled = (s.errors.cancelled or 0) + unsent end
+    self:_count_cancelled(total - next_i + 1, "not_billed")
     error(e, 0)
   end
   return results, summarize(results, total, started)

@@ -24,22 +24,28 @@ end
 --- Sleeps without blocking nginx's worker.
 function M.sleep(seconds) ngx.sleep(seconds) end
 
---- Runs `worker(t)` in `n` light threads and waits for all of them. If one
--- raises, kills the others and returns false and its error.
+--- Runs `worker(t, stopped)` in `n` light threads and waits for all of
+-- them. When one raises, `stopped()` turns true, so that the others take no
+-- new work (what they have under way they finish: a call cut off would
+-- leave its billing unknown); then returns false and the first error.
 function M.run_threads(n, worker)
+  local failure
+  local function stopped() return failure ~= nil end
+  local function guarded(t)
+    local ok, err = pcall(worker, t, stopped)
+    if not ok and failure == nil then failure = err end
+  end
   local threads = {}
   for t = 1, n do
-    local th, err = ngx.thread.spawn(worker, t)
-    if not th then return false, "cannot start a light thread: " .. tostring(err) end
+    local th, err = ngx.thread.spawn(guarded, t)
+    if not th then
+      failure = failure or ("cannot start a light thread: " .. tostring(err))
+      break
+    end
     threads[t] = th
   end
-  for t = 1, n do
-    local ok, err = ngx.thread.wait(threads[t])
-    if not ok then
-      for u = 1, n do if u ~= t then ngx.thread.kill(threads[u]) end end
-      return false, err
-    end
-  end
+  for _, th in ipairs(threads) do ngx.thread.wait(th) end
+  if failure ~= nil then return false, failure end
   return true
 end
 

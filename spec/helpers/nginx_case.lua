@@ -32,20 +32,27 @@ function M.case()
   say(out)
 end
 
---- POST /batch { client, kind, urls, concurrency }: a batch; answers the
--- outcomes in order, the summary, the stats, the most calls seen under way
--- at once (by the progress callback's view) and the progress count.
+--- POST /batch { client, kind, urls, concurrency, raise_at }: a batch;
+-- answers the outcomes in order, the summary, the stats and the progress
+-- count. With raise_at, on_progress raises when that many are done: the
+-- answer has the error instead of outcomes.
 function M.batch()
   local c = body_json()
   local client = aliocr.new(c.client)
   local progress = 0
-  local results, summary = client:batch(c.kind, c.urls, {
+  local ok, results, summary = pcall(client.batch, client, c.kind, c.urls, {
     concurrency = c.concurrency,
     on_progress = function(done, total)
       progress = progress + 1
       assert(done == progress and total == #c.urls)
+      if done == c.raise_at then error("stop at " .. done, 0) end
     end,
   })
+  if not ok then
+    say({ error = tostring(results), stats = client:stats(), progress = progress })
+    client:close()
+    return
+  end
   local outcomes = {}
   for i, r in ipairs(results) do
     if aliocr.is_error(r) then outcomes[i] = outcome.of(nil, r) else outcomes[i] = outcome.of(r) end
