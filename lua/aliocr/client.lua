@@ -647,8 +647,8 @@ function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
   end)
   if not ok then
     -- The calls under way when on_progress raised were finished (with no
-    -- more progress reported); the images
-    -- never started are cancelled calls, not billed.
+    -- more progress reported); the images never started are cancelled
+    -- calls, not billed.
     self:_count_cancelled(total - next_i + 1, "not_billed")
     error(err, 0)
   end

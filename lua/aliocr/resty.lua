@@ -108,10 +108,17 @@ local function now() ngx.update_time() return ngx.now() end
 -- The milliseconds left before `deadline` (at least 1).
 local function left_ms(deadline) return max(1, floor((deadline - now()) * 1000)) end
 
+-- Every socket operation may take what is left before `deadline`; the
+-- connect at most `connect_ms` of that.
+local function set_deadline(sock, deadline, connect_ms)
+  local ms = left_ms(deadline)
+  sock:settimeouts(min(connect_ms or ms, ms), ms, ms)
+end
+
 local function connect_error(err)
   if err:find("no resolver defined", 1, true) then
     return "COULDNT_RESOLVE_HOST", err .. " (nginx needs a resolver directive to look up names, " ..
-      "e.g. `resolver local=on;`)"
+      "e.g. `resolver 127.0.0.53;`)"
   end
   if err:find("could not be resolved", 1, true) then return "COULDNT_RESOLVE_HOST", err end
   if err == "timeout" then return "OPERATION_TIMEDOUT", "connect timed out" end
@@ -208,8 +215,8 @@ function Engine:_once(req, deadline, fresh)
   end
 
   local sock = ngx.socket.tcp()
-  local connect_ms = min(req.connect_timeout_ms or 300000, left_ms(deadline))
-  sock:settimeouts(connect_ms, left_ms(deadline), left_ms(deadline))
+  local connect_ms = req.connect_timeout_ms or 300000
+  set_deadline(sock, deadline, connect_ms)
   -- Connections are shared by every client of the worker with the same
   -- target, proxy and TLS trust.
   local pool = concat({ scheme, host, port, verify and "v" or "n", req.ca_file or "", req.proxy or "" }, "|")
@@ -226,7 +233,7 @@ function Engine:_once(req, deadline, fresh)
 
   if scheme == "https" and not reused then
     if proxy_host then
-      sock:settimeouts(left_ms(deadline), left_ms(deadline), left_ms(deadline))
+      set_deadline(sock, deadline)
       local target = host .. ":" .. port
       ok = sock:send("CONNECT " .. target .. " HTTP/1.1\r\nHost: " .. target .. "\r\n\r\n")
       local status = ok and read_head(sock)
@@ -278,7 +285,7 @@ function Engine:_once(req, deadline, fresh)
   lines[#lines + 1] = ""
   lines[#lines + 1] = body or ""
 
-  sock:settimeouts(connect_ms, left_ms(deadline), left_ms(deadline))
+  set_deadline(sock, deadline, connect_ms)
   local bytes
   bytes, err = sock:send(concat(lines, "\r\n"))
   if not bytes then
