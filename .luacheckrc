@@ -14,5 +14,6 @@ files["emulator/lua"] = { std = "luajit+ngx_lua" }
 files["emulator/configure.lua"] = { std = "lua54" }
 -- The command line tool runs under lua5.4.
 files["bin/aliocr"] = { std = "lua54" }
+files["scripts/make-samples"] = { std = "lua54" }
 -- Specs run with busted under every runtime (5.1, 5.3, 5.4, LuaJIT).
 files["spec"] = { std = "max+busted" }

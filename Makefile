@@ -74,7 +74,7 @@ demo: all
 	@examples/emulator_demo.sh
 
 lint: bootstrap
-	luacheck lua emulator spec examples bin/aliocr
+	luacheck lua emulator spec examples bin/aliocr scripts/make-samples
 
 install: all
 	@test -n "$(INSTALL_CORE)" || { echo "make install: LUA_VERSION must be 5.4, 5.3 or 5.1 (or use install-luajit)" >&2; exit 2; }

@@ -41,8 +41,10 @@ parser:option("--rate", "Requests per second allowed per credential (default: no
 parser:option("--latency-ms", "Latency added before every answer.", "0")
 parser:option("--backend-timeout-ms", "The gateway's backend timeout: an answer that would\n" ..
   "take this long or longer gives 504 Async Service.", "30000")
-parser:option("--backend", "OCR backend: canned (the API guide's example answers).", "canned")
-  :choices({ "canned" })
+parser:option("--backend", "OCR backend: canned (the API guide's example answers, whatever\n" ..
+  "the image) or tesseract (reads the image with Tesseract).", "canned")
+  :choices({ "canned", "tesseract" })
+parser:option("--lang", "Tesseract's languages for the tesseract backend.", "chi_sim+eng")
 parser:flag("--no-fetch", "Do not download image URLs; any well-formed URL gets an answer.")
 parser:option("--errors", "Gateway error style: classic (X-Ca-Error-Message only) or vpc\n" ..
   "(adds X-Ca-Error-Code).", "classic"):choices({ "classic", "vpc" })
@@ -131,6 +133,44 @@ local settings = {
 }
 local workers = int_option("workers", args.workers, 1, 64)
 
+-- Tesseract: found on PATH with every language --lang names. The backend
+-- can then also be switched on at run time (POST /settings).
+local function tesseract_probe(lang)
+  local p = io.popen("command -v tesseract 2>/dev/null")
+  local command = p:read("*l")
+  p:close()
+  if not command or command == "" then
+    return nil, "tesseract is not installed: install Debian's tesseract-ocr (scripts/bootstrap does)"
+  end
+  p = io.popen("tesseract --list-langs 2>/dev/null")
+  local have = {}
+  for l in p:lines() do have[l] = true end
+  p:close()
+  for l in lang:gmatch("[^+]+") do
+    if not have[l] then
+      return nil, "Tesseract has no '" .. l .. "' data: install tesseract-ocr-" ..
+        l:gsub("_", "-"):lower() .. " (scripts/bootstrap installs chi-sim and eng)"
+    end
+  end
+  return command
+end
+if not args.lang:match("^[%w_]+[%w_+]*$") then fail("--lang takes names like chi_sim+eng") end
+local tesseract, no_tesseract = tesseract_probe(args.lang)
+if args.backend == "tesseract" then
+  if not tesseract then fail(no_tesseract) end
+  if args.no_fetch then fail("--no-fetch leaves the tesseract backend nothing to read") end
+end
+-- One image at a time per CPU.
+local function cpus()
+  local p = io.popen("nproc 2>/dev/null")
+  local n = tonumber(p and p:read("*l") or "")
+  if p then p:close() end
+  return math.max(1, math.min(n or 1, 16))
+end
+if tesseract then
+  settings.ocr = { command = tesseract, lang = args.lang, tmp = scratch .. "/tmp/ocr", threads = cpus() }
+end
+
 local function exists(p)
   local f = io.open(p, "rb")
   if f then f:close() return true end
@@ -140,6 +180,13 @@ end
 local images = args.images or (here .. "/images")
 images = images:gsub("/+$", "")
 if not exists(images .. "/.") then fail("--images: no directory " .. images) end
+-- nginx reads a relative path from its own prefix (the scratch directory):
+-- make it absolute from where we were started.
+if images:sub(1, 1) ~= "/" then
+  local p = io.popen("realpath -- '" .. images:gsub("'", "'\\''") .. "'")
+  images = p:read("*l") or images
+  p:close()
+end
 
 local modules = os.getenv("ALIOCR_NGINX_MODULES") or "/usr/lib/nginx/modules"
 for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
@@ -231,7 +278,7 @@ local function conf_string(s)
   return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
 end
 
-run("mkdir -p " .. shell_quote(scratch .. "/logs") .. " " .. shell_quote(scratch .. "/tmp"))
+run("mkdir -p " .. shell_quote(scratch .. "/logs") .. " " .. shell_quote(scratch .. "/tmp/ocr"))
 write(scratch .. "/settings.lua", "return " .. serialize(settings) .. "\n", "600")
 
 local is_root = io.popen("id -u"):read("*l") == "0"
@@ -256,6 +303,11 @@ pid %s;
 error_log %s %s;
 load_module %s;
 load_module %s;
+# The tesseract backend reads images in these threads, one image per CPU,
+# off the event loop; workers see PATH and TESSDATA_PREFIX to run it.
+thread_pool aliocr_ocr threads=%d;
+env PATH;
+env TESSDATA_PREFIX;
 
 events { worker_connections 4096; }
 
@@ -313,6 +365,7 @@ http {
   args.verbose and "notice" or "warn",
   conf_string(modules .. "/ndk_http_module.so"),
   conf_string(modules .. "/ngx_http_lua_module.so"),
+  cpus(),
   conf_string(scratch .. "/tmp/body"), conf_string(scratch .. "/tmp/proxy"),
   conf_string(scratch .. "/tmp/fastcgi"), conf_string(scratch .. "/tmp/uwsgi"),
   conf_string(scratch .. "/tmp/scgi"),

@@ -3,8 +3,8 @@
 local run = require("helpers.sh").run
 
 describe("lint", function()
-  it("luacheck finds nothing in lua/, emulator/, spec/, examples/ and bin/aliocr", function()
-    local out, status = run("luacheck --no-color -q lua emulator spec examples bin/aliocr")
+  it("luacheck finds nothing in lua/, emulator/, spec/, examples/, bin/aliocr and scripts/make-samples", function()
+    local out, status = run("luacheck --no-color -q lua emulator spec examples bin/aliocr scripts/make-samples")
     assert.equal(0, status, out)
   end)
 

@@ -129,7 +129,14 @@ function M.handle()
   end
   ctx.reserved = true
 
-  local function answer() return vendor.answer(api, params, s) end
+  local budget_ms = s.backend_timeout_ms
+  -- The vendor's answer; a backend that runs out of the gateway's backend
+  -- timeout (the tesseract backend on a slow image) gets 504 Async Service.
+  local function answer()
+    local status, json = vendor.answer(api, params, s, budget_ms)
+    if not status then return reply.gateway_error("async_service", s.errors) end
+    return status, json
+  end
   -- The answer after the added latency (the launch's or the settings', plus
   -- a latency fault's `extra_ms`); at or over the backend timeout the gateway
   -- gives up with 504 Async Service.
@@ -140,6 +147,7 @@ function M.handle()
       return reply.gateway_error("async_service", s.errors)
     end
     if wait > 0 then ngx.sleep(wait / 1000) end
+    budget_ms = s.backend_timeout_ms - wait
     local status, json = answer()
     return reply.send(status, json, reply.JSON)
   end

@@ -33,6 +33,8 @@ local tunable = {
   end,
   errors = function(v) return v == "classic" or v == "vpc" end,
   fetch = function(v) return type(v) == "boolean" end,
+  -- tesseract only when the launch found it (settings.ocr).
+  backend = function(v) return v == "canned" or (v == "tesseract" and base.ocr ~= nil) end,
 }
 
 function M.init(path)

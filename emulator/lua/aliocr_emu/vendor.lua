@@ -5,6 +5,7 @@
 local cjson = require("cjson.safe")
 local fetch = require("aliocr_emu.fetch")
 local canned = require("aliocr_emu.canned")
+local tesseract = require("aliocr_emu.tesseract")
 
 local M = {}
 
@@ -21,10 +22,11 @@ local function first(v)
   return v
 end
 
---- Answers one call: returns the HTTP status and the JSON body.
--- `api` is "advanced" or "handwriting", `params` the decoded parameters,
--- `s` the settings in force.
-function M.answer(api, params, s)
+--- Answers one call: returns the HTTP status and the JSON body, or nil and
+-- "timeout" when the backend took `budget_ms` (what is left of the
+-- gateway's backend timeout) or more. `api` is "advanced" or "handwriting",
+-- `params` the decoded parameters, `s` the settings in force.
+function M.answer(api, params, s, budget_ms)
   local url = first(params.url)
   if url == nil or url == "" then return fail("url参数不能为空") end
   local show = first(params.show)
@@ -37,14 +39,21 @@ function M.answer(api, params, s)
   if u.host:find("%.invalid$") or u.host == "invalid" then
     return fail("图片下载失败：无法解析域名")
   end
+  local bytes
   if s.fetch then
-    local bytes, err = fetch.get(u)
+    local err
+    bytes, err = fetch.get(u)
     if not bytes then return fail("图片下载失败：" .. err) end
     if not fetch.image_format(bytes) then
       return fail("图片格式错误，仅支持jpg、png、bmp、gif")
     end
   end
-  return 200, canned.recognize(api, show)
+  if s.backend ~= "tesseract" then return 200, canned.recognize(api, show) end
+  if not bytes then return fail("图片下载失败：the emulator does not fetch images (fetch is off)") end
+  local lines, failure = tesseract.lines(bytes, s, (budget_ms or s.backend_timeout_ms) / 1000)
+  if failure == "timeout" then return nil, failure end
+  if not lines then return fail("图片解码失败：the image could not be read (" .. failure .. ")") end
+  return 200, tesseract.body(api, show, lines)
 end
 
 return M
