@@ -70,8 +70,9 @@ test: all
 valgrind: all
 	@VALGRIND=1 LUA=$(LUA) spec/run $(wildcard spec/client_*_spec.lua)
 
+# The main job: examples/demo.lua against the emulator's Tesseract backend.
 demo: all
-	@examples/emulator_demo.sh
+	@$(LUA) examples/demo.lua
 
 lint: bootstrap
 	luacheck lua emulator spec examples bin/aliocr scripts/make-samples

@@ -234,6 +234,22 @@ describe("recognition with the emulator's tesseract backend", function()
   end)
 end)
 
+describe("the sample images", function()
+  it("each has its true text beside it (NAME.txt), the same as truth.json's lines", function()
+    local pngs = sh.capture("ls " .. SAMPLES .. "/*.png")
+    local count = 0
+    for png in pngs:gmatch("[^\n]+") do
+      local name = png:match("([^/]+)%.png$")
+      assert.is_table(truth[name], name .. " has no truth")
+      local want = table.concat(words_of(truth[name].lines), "\n") .. "\n"
+      assert.equal(want, sh.read_all(SAMPLES .. "/" .. name .. ".txt"))
+      count = count + 1
+    end
+    assert.equal(#names, count)
+    assert.is_true(count >= 4)
+  end)
+end)
+
 describe("the tesseract backend's launch checks", function()
   it("refuses --no-fetch, which would leave it nothing to read, and a bad --lang", function()
     local out, status = sh.run(sh.q(emulator.bin) .. " --port 0 --appcode demo --backend tesseract --no-fetch")
