@@ -76,13 +76,13 @@ describe("the demo", function()
 
     -- The batch: one progress line per image, then the summary.
     for i = 1, #names do assert.truthy(out:find("  progress " .. i .. "/" .. #names .. "\n", 1, true), out) end
-    assert.truthy(out:find(string.format("  %d images: %d read, 0 failed, %d billed, ", #names, #names, #names), 1, true))
+    local n = #names
+    assert.truthy(out:find(string.format("  %d images: %d read, 0 failed, %d billed, ", n, n, n), 1, true), out)
     -- The errors, with their billing.
     assert.matches("an image that is not there: aliocr api error: [^\n]*HTTP 666, not billed", out)
     assert.matches("kind=api status=666 ok=0 billed=false retryable=false", out, 1, true)
     assert.matches("aliocr quota error: Quota Exhausted %(HTTP 403, not billed", out)
     -- What the client counted is what the emulator billed.
-    local n = #names
     assert.truthy(out:find(string.format("== this client: %d requests, %d billed, 2 not billed, 0 unknown",
       3 * n + 2, 3 * n), 1, true), out)
     assert.truthy(out:find(string.format("== the emulator's ledger: %d requests, %d billed, 2 not billed, quota left 0",
@@ -100,7 +100,8 @@ describe("the demo", function()
     it("calls those interfaces for the image URLs it is given, and never prints the AppCode", function()
       local urls = { emu.images .. "en-printed.png", emu.images .. "zh-printed.png" }
       local out, status = sh.run(clean_env({
-        ALIOCR_APPCODE = "secret-code-4711", ALIOCR_ADVANCED_URL = emu.advanced, ALIOCR_HANDWRITING_URL = emu.handwriting,
+        ALIOCR_APPCODE = "secret-code-4711",
+        ALIOCR_ADVANCED_URL = emu.advanced, ALIOCR_HANDWRITING_URL = emu.handwriting,
       }) .. LUA .. " examples/demo.lua " .. sh.q(urls[1]) .. " " .. sh.q(urls[2]))
       assert.equal(0, status, out)
       assert.truthy(out:find("calling the service named by the environment", 1, true), out)
