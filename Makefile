@@ -1,5 +1,6 @@
 # aliocr: developer build. `make` builds, `make test` runs every spec,
-# `make demo` runs the demo against the local emulator, `make install
+# `make demo` runs the demo against the local emulator, `make docs` makes
+# the API reference, `make install
 # PREFIX=DIR` installs a standard tree (LUA_VERSION=5.4, 5.3 or 5.1), `make
 # install-luajit PREFIX=DIR` the same for LuaJIT and nginx. Each target first installs the Debian
 # packages it needs (scripts/bootstrap) when they are missing.
@@ -52,7 +53,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test valgrind demo install install-luajit lint clean
+.PHONY: all bootstrap build test valgrind demo docs install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -73,6 +74,12 @@ valgrind: all
 # The main job: examples/demo.lua against the emulator's Tesseract backend.
 demo: all
 	@$(LUA) examples/demo.lua
+
+# The API reference, made by LDoc from the code's comments: build/docs/index.html.
+docs: bootstrap
+	@rm -rf build/docs
+	@ldoc . >/dev/null
+	@echo "build/docs/index.html"
 
 lint: bootstrap
 	luacheck lua emulator spec examples bin/aliocr scripts/make-samples

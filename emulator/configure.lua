@@ -41,8 +41,9 @@ parser:option("--rate", "Requests per second allowed per credential (default: no
 parser:option("--latency-ms", "Latency added before every answer.", "0")
 parser:option("--backend-timeout-ms", "The gateway's backend timeout: an answer that would\n" ..
   "take this long or longer gives 504 Async Service.", "30000")
-parser:option("--backend", "OCR backend: canned (the API guide's example answers, whatever\n" ..
-  "the image) or tesseract (reads the image with Tesseract).", "canned")
+parser:option("--backend", "OCR backend: tesseract (reads the image with Tesseract; the default)\n" ..
+  "or canned (the API guide's example answers, whatever the image; the default\n" ..
+  "with --no-fetch).")
   :choices({ "canned", "tesseract" })
 parser:option("--lang", "Tesseract's languages for the tesseract backend.", "chi_sim+eng")
 parser:flag("--no-fetch", "Do not download image URLs; any well-formed URL gets an answer.")
@@ -125,7 +126,7 @@ local settings = {
   rate = args.rate and int_option("rate", args.rate, 0) or 0,
   latency_ms = int_option("latency-ms", args.latency_ms, 0),
   backend_timeout_ms = int_option("backend-timeout-ms", args.backend_timeout_ms, 1),
-  backend = args.backend,
+  backend = args.backend or (args.no_fetch and "canned" or "tesseract"),
   fetch = not args.no_fetch,
   errors = args.errors,
   max_body = int_option("max-body", args.max_body, 1),
@@ -156,9 +157,9 @@ local function tesseract_probe(lang)
 end
 if not args.lang:match("^[%w_]+[%w_+]*$") then fail("--lang takes names like chi_sim+eng") end
 local tesseract, no_tesseract = tesseract_probe(args.lang)
-if args.backend == "tesseract" then
-  if not tesseract then fail(no_tesseract) end
-  if args.no_fetch then fail("--no-fetch leaves the tesseract backend nothing to read") end
+if settings.backend == "tesseract" then
+  if not tesseract then fail(no_tesseract .. (args.backend and "" or "; or use --backend canned")) end
+  if args.no_fetch then fail("--no-fetch leaves the tesseract backend nothing to read: use --backend canned") end
 end
 -- One image at a time per CPU.
 local function cpus()

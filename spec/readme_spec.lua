@@ -59,6 +59,32 @@ describe("README", function()
     end
   end)
 
+  it("has a quick start that reads a sample with the Tesseract backend, as it says", function()
+    local section = readme:match("\n## Quick start\n(.-)\n## ")
+    assert.truthy(section, "README has no Quick start")
+    local launch = section:match("```sh\n(bin/aliocr%-emulator [^\n]*)\n```")
+    local script = section:match("```lua\n(.-)```")
+    assert.truthy(launch and script, "the Quick start lacks its emulator command or its script")
+    local _, lines = script:gsub("\n", "")
+    assert.truthy(lines <= 12, "a quick start of " .. lines .. " lines")
+    -- The same launch on free ports, and the script pointed at it.
+    local argv = {}
+    for word in launch:gsub("^bin/aliocr%-emulator ", ""):gmatch("%S+") do argv[#argv + 1] = word end
+    for i = 2, #argv do if argv[i - 1] == "--port" then argv[i] = "0" end end
+    local tess = emulator.start(argv)
+    local ok, err = pcall(function()
+      local path = os.tmpname()
+      sh.write_all(path, (script:gsub("http://127%.0%.0%.1:8080", tess.endpoint)))
+      local out, status = sh.run("LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' lua5.4 " .. sh.q(path))
+      os.remove(path)
+      assert.equal(0, status, out)
+      assert.truthy(out:find("图片文字识别的本地模拟器\n今天天气很好", 1, true), out)
+      assert.truthy(out:find("\n43\t39\t428\t34\t图片文字识别的本地模拟器\n", 1, true), out)
+    end)
+    assert.same({ processes = {}, files = {} }, tess:stop())
+    assert(ok, err)
+  end)
+
   it("lists every option of bin/aliocr-emulator --help", function()
     local help = sh.capture(emulator.bin .. " --help")
     local table_rows = readme:match("### Options\n(.-)\n###")

@@ -1,5 +1,11 @@
---- The client: configuration, one call of either interface with retries,
--- accounting, and its lifetime.
+--- The client: made by `aliocr.new`, it calls the two interfaces, one image
+-- at a time (`recognize`, `handwriting`), many at once (`batch`), or without
+-- ever blocking (`submit`, `poll`, `wait`), and counts what was billed.
+--
+-- Every call returns a @{aliocr.Result} or `nil` and an @{aliocr.Error};
+-- misuse (a wrong type, an unknown option, a URL that is not http(s))
+-- raises instead, with a message that says what to fix, pointing at the
+-- caller's line.
 -- @module aliocr.client
 local core = require("aliocr.core")
 local errors = require("aliocr.errors")
@@ -87,7 +93,8 @@ local function header_safe(s, what)
   return s
 end
 
---- A new client; raises with a message that says what to fix on misuse.
+--- A new client: see @{aliocr.new}, which is this function.
+-- @local
 function Client.new(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then fail("aliocr.new takes a table of options") end
@@ -298,7 +305,7 @@ function Client:_account(res, err)
   if err then s.errors[err.kind] = (s.errors[err.kind] or 0) + 1 end
 end
 
---- Checks a call's kind and options and makes its plan, for any image URL:
+-- Checks a call's kind and options and makes its plan, for any image URL:
 -- raises on misuse.
 function Client:_plan(kind, opts)
   local api = API_OF[kind]
@@ -323,7 +330,7 @@ function Client:_plan(kind, opts)
   }
 end
 
---- Checks a call and makes its plan: raises on misuse, before anything is
+-- Checks a call and makes its plan: raises on misuse, before anything is
 -- sent. `kind` is "recognize" or "handwriting"; `plan` is the plan of the
 -- kind and options, when the caller made it already.
 function Client:_prepare(kind, image_url, opts, plan)
@@ -338,13 +345,13 @@ function Client:_prepare(kind, image_url, opts, plan)
   return { url = plan.url, method = plan.method, retries = plan.retries, timeout = plan.timeout, params = params }
 end
 
---- The engine request of the next attempt of a planned call.
+-- The engine request of the next attempt of a planned call.
 function Client:_attempt_request(call)
   self._stats.attempts = self._stats.attempts + 1
   return self:_request(call.url, call.params, call.method, call.timeout)
 end
 
---- What an attempt's response means: the result; or the error and whether
+-- What an attempt's response means: the result; or the error and whether
 -- to try again (after a back-off). A final outcome is accounted here.
 function Client:_outcome(call, response, attempts, started)
   result.normalize(response.json)
@@ -381,7 +388,7 @@ function Client:_pause(seconds)
   if self._transport == "resty" then resty.sleep(seconds) else core.sleep(seconds) end
 end
 
---- One blocking call (with its retries); inside nginx it yields instead.
+-- One blocking call (with its retries); inside nginx it yields instead.
 function Client:_call(kind, image_url, opts)
   local call = self:_prepare(kind, image_url, opts)
   self:_check_place()
@@ -396,19 +403,46 @@ function Client:_call(kind, image_url, opts)
   end
 end
 
---- Interface one (high precision): `client:recognize(image_url, opts)`.
+--- A client.
+-- @type Client
+
+--- Reads an image with interface one (文字识别高精版), waiting for the answer;
+-- inside nginx the call yields to nginx instead of blocking. Failures that
+-- were not billed and may pass are tried again (`retries`, with back-off).
+-- @string image_url the image's http(s) URL, which the service downloads
+-- @tparam[opt] table opts the call's options:
+-- @tparam[opt] string|number opts.show the API's display mode: absent, empty
+--   or 0 gives `data` as one string, 1 as an array of `{words}` lines (a
+--   whole number is sent without a `.0`)
+-- @tparam[opt] table opts.params more parameters, `{ name = string|number|boolean }`
+-- @tparam[opt] number opts.timeout seconds for one attempt (the client's `timeout`)
+-- @tparam[opt] string opts.method `"POST"` or `"GET"` (the client's `method`)
+-- @tparam[opt] int opts.retries further attempts (the client's `retries`)
+-- @treturn[1] aliocr.Result the result
+-- @return[2] nil
+-- @treturn[2] aliocr.Error what went wrong, and whether it was billed
+-- @raise on misuse, or when no URL is configured for the interface
+-- @usage local res, err = client:recognize("https://example.com/a.png", { show = 1 })
 function Client:recognize(image_url, opts)
   check_open(self)
   return self:_call("recognize", image_url, opts)
 end
 
---- Interface two (handwriting, with line positions).
+--- Reads an image with interface two (手写体识别), which gives each line's
+-- position too (`res.lines[i].position`). Otherwise as @{Client:recognize}.
+-- @string image_url the image's http(s) URL
+-- @tparam[opt] table opts the call's options, as for @{Client:recognize}
+-- @treturn[1] aliocr.Result the result
+-- @return[2] nil
+-- @treturn[2] aliocr.Error what went wrong, and whether it was billed
+-- @raise on misuse
 function Client:handwriting(image_url, opts)
   check_open(self)
   return self:_call("handwriting", image_url, opts)
 end
 
 --- Calls, attempts and outcomes so far (a copy).
+-- @treturn aliocr.Stats the counts
 function Client:stats()
   check_open(self)
   local s = self._stats
@@ -418,8 +452,10 @@ function Client:stats()
   return copy
 end
 
---- Frees the client's connections and wipes its credentials; safe to call
--- twice. A closed client raises on use.
+--- Cancels the jobs still pending, frees the client's connections and wipes
+-- its credentials; safe to call twice. A closed client raises on use; a
+-- client collected without `close` frees everything too. On Lua 5.4 a client
+-- can be a to-be-closed variable (`local client <close> = aliocr.new{...}`).
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   if self._engine then
@@ -441,9 +477,7 @@ local Job = {}
 Job.__index = Job
 Job.__name = "aliocr.Job"
 
---- Cancels a job that has not finished: it will not be sent (or not again),
--- its callback will not run, and it counts as a call with
--- `errors.cancelled`. True if it was cancelled, false if it had finished.
+-- Cancels a job that has not finished (documented as Job:cancel at the end).
 function Job:cancel()
   local client, state = self._client, self.state
   if state == "queued" then
@@ -516,7 +550,7 @@ function Client:_on_response(response)
   if not job then return end -- cancelled meanwhile
   self._running[response.id] = nil
   self._active = self._active - 1
-  local res, err, again = self:_outcome(job._call, response, job.attempts, job.started)
+  local res, err, again = self:_outcome(job._call, response, job.attempts, job._started)
   if again then
     job.state = "retrying"
     job._retry_at = core.monotonic() + self:_backoff(job.attempts)
@@ -528,6 +562,7 @@ function Client:_on_response(response)
 end
 
 --- Jobs not finished yet (queued, under way, or waiting for a retry).
+-- @treturn int how many
 function Client:pending()
   check_open(self)
   return #self._queue + self._active + #self._retrying
@@ -574,10 +609,21 @@ function Client:_take_errors()
   return errs
 end
 
---- Starts a call without waiting: `kind` is "recognize" or "handwriting";
--- `callback(res, err, job)` runs from poll or wait when it is over. Raises
--- on misuse, like the calls. Returns the job (job:cancel(), job.state,
--- job.result, job.error).
+--- Starts a call without waiting, for loops that must never block (a game's
+-- frame loop, a tool's event loop). Nothing is sent until the next `poll`,
+-- `wait` or blocking call; at most the client's `concurrency` transfers are
+-- under way at once. Not inside nginx (use `batch` there).
+-- @string kind `"recognize"` or `"handwriting"`
+-- @string image_url the image's http(s) URL
+-- @tparam[opt] table opts the call's options, as for @{Client:recognize}
+-- @tparam[opt] function callback `callback(res, err, job)`, run once from
+--   `poll` or `wait` (never from inside libcurl) when the call is over; an
+--   error it raises is caught and returned by `poll` or `wait`
+-- @treturn Job the job
+-- @raise on misuse, like the calls
+-- @usage client:submit("recognize", url, nil, function(res, err) print(res and res.text or err) end)
+-- -- in the frame loop:
+-- client:poll(0)
 function Client:submit(kind, image_url, opts, callback)
   check_open(self)
   if self._transport == "resty" then
@@ -588,7 +634,7 @@ function Client:submit(kind, image_url, opts, callback)
   local call = self:_prepare(kind, image_url, opts)
   local job = setmetatable({
     _client = self, _call = call, kind = kind, image_url = image_url, callback = callback,
-    attempts = 0, state = "queued", started = core.monotonic(),
+    attempts = 0, state = "queued", _started = core.monotonic(),
   }, Job)
   -- Started by the next poll, wait or blocking call: adding a transfer does
   -- no I/O anyway, and a caller can still cancel all before anything is sent.
@@ -596,10 +642,12 @@ function Client:submit(kind, image_url, opts, callback)
   return job
 end
 
---- Drives the jobs: at most `timeout` seconds (default 0: never blocks),
--- returning as soon as a job finishes. Runs the callbacks of finished jobs.
--- Returns the number of jobs still pending, and a list of the errors that
--- callbacks raised (nil when none did).
+--- Drives the jobs: at most `timeout` seconds, returning as soon as a job
+-- finishes, and runs the callbacks of finished jobs.
+-- @number[opt=0] timeout seconds to wait at most; 0 makes one pass over the
+--   sockets and never blocks
+-- @treturn int the jobs still pending
+-- @treturn ?table the errors that callbacks raised (with tracebacks), or nil
 function Client:poll(timeout)
   check_open(self)
   if self._transport == "resty" then fail("poll drives libcurl; inside nginx there is nothing to poll") end
@@ -611,8 +659,8 @@ function Client:poll(timeout)
   return self:pending(), self:_take_errors()
 end
 
---- Blocks until no job is pending, running their callbacks. Returns the
--- list of errors that callbacks raised (nil when none did).
+--- Blocks until no job is pending, running their callbacks.
+-- @treturn ?table the errors that callbacks raised, or nil
 function Client:wait()
   check_open(self)
   while self:pending() > 0 or #self._finished > 0 do self:_drive(1) end
@@ -655,9 +703,25 @@ function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
   return results, summarize(results, total, started)
 end
 
---- Calls an interface for every URL of a list, `concurrency` at a time.
--- Returns the results (each a result or an error object, in the order of
--- `urls`) and a summary { total, ok, failed, billed, elapsed }.
+--- Reads every image of a list, `concurrency` at a time, and waits for all.
+-- Each image is retried on its own under the client's policy, with its own
+-- timeout per attempt (counted from when it starts), and a failure of one
+-- never disturbs the others. If `on_progress` raises, the images not
+-- finished are cancelled (those never sent count as cancelled calls, not
+-- billed) and the error is raised again. Inside nginx the images run as
+-- light threads.
+-- @string kind `"recognize"` or `"handwriting"`
+-- @tparam {string,...} urls the images' http(s) URLs
+-- @tparam[opt] table opts the batch's options, and any call option (`show`,
+--   `params`, `timeout`, `method`, `retries`) for every image:
+-- @tparam[opt] int opts.concurrency images at once (the client's `concurrency`;
+--   may be higher)
+-- @tparam[opt] function opts.on_progress `on_progress(done, total)`, called
+--   after each image
+-- @treturn {aliocr.Result|aliocr.Error,...} one per URL, in the order of `urls`
+-- @treturn aliocr.Summary the counts
+-- @raise on misuse (a URL that is not a string or not http(s), a bad
+--   option), before anything is sent
 function Client:batch(kind, urls, opts)
   check_open(self)
   if type(urls) ~= "table" then fail("batch takes a list of image URLs") end
@@ -713,5 +777,39 @@ function Client:batch(kind, urls, opts)
   end
   return results, summarize(results, total, started)
 end
+
+-- The documentation of jobs, whose methods are above among the client's.
+
+--- A job: one call started by @{Client:submit}.
+-- @type Job
+
+--- `"recognize"` or `"handwriting"`.
+-- @field kind
+
+--- The image's URL.
+-- @field image_url
+
+--- `"queued"`, `"running"`, `"retrying"`, `"done"` or `"cancelled"`.
+-- @field state
+
+--- The @{aliocr.Result} once done (nil on failure).
+-- @field result
+
+--- The @{aliocr.Error} once done (nil on success).
+-- @field error
+
+--- HTTP requests sent for it so far.
+-- @field attempts
+
+--- The function given to `submit`, or nil.
+-- @field callback
+
+--- Cancels a job that has not finished: it will not be sent (or not again),
+-- its callback will not run, and it counts as a call in `stats()` with
+-- `errors.cancelled`: billing `unknown` if it was under way (the request may
+-- have reached the gateway), `not_billed` if it was queued or waiting for a
+-- retry.
+-- @function Job:cancel
+-- @treturn boolean true if it was cancelled, false if it had finished
 
 return Client
