@@ -15,5 +15,9 @@ files["emulator/configure.lua"] = { std = "lua54" }
 -- The command line tool runs under lua5.4.
 files["bin/aliocr"] = { std = "lua54" }
 files["scripts/make-samples"] = { std = "lua54" }
+-- The benchmarks: lua5.4 scripts, a wrk script and an nginx handler.
+files["bench"] = { std = "lua54" }
+files["bench/post.lua"] = { std = "luajit", globals = { "wrk" } }
+files["bench/handler.lua"] = { std = "luajit+ngx_lua" }
 -- Specs run with busted under every runtime (5.1, 5.3, 5.4, LuaJIT).
 files["spec"] = { std = "max+busted" }

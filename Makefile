@@ -53,7 +53,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test valgrind demo docs install install-luajit lint clean
+.PHONY: all bootstrap build test valgrind demo docs bench install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -75,6 +75,16 @@ valgrind: all
 demo: all
 	@$(LUA) examples/demo.lua
 
+# The benchmarks (bench/run.lua): a table on stdout, and build/bench/.
+bench: all
+	@scripts/bootstrap bench
+	@$(MAKE) --no-print-directory build/bench/limit
+	@lua5.4 bench/run.lua
+
+build/bench/limit: bench/limit.c
+	@mkdir -p build/bench
+	$(CC) $(CFLAGS) $(WARN) $(CURL_CFLAGS) -o $@ $< $(LDFLAGS) $(shell pkg-config --libs libcurl)
+
 # The API reference, made by LDoc from the code's comments: build/docs/index.html.
 docs: bootstrap
 	@rm -rf build/docs
@@ -82,7 +92,7 @@ docs: bootstrap
 	@echo "build/docs/index.html"
 
 lint: bootstrap
-	luacheck lua emulator spec examples bin/aliocr scripts/make-samples
+	luacheck lua emulator spec examples bin/aliocr scripts/make-samples bench
 
 install: all
 	@test -n "$(INSTALL_CORE)" || { echo "make install: LUA_VERSION must be 5.4, 5.3 or 5.1 (or use install-luajit)" >&2; exit 2; }

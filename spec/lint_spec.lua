@@ -3,8 +3,9 @@
 local run = require("helpers.sh").run
 
 describe("lint", function()
-  it("luacheck finds nothing in lua/, emulator/, spec/, examples/, bin/aliocr and scripts/make-samples", function()
-    local out, status = run("luacheck --no-color -q lua emulator spec examples bin/aliocr scripts/make-samples")
+  it("luacheck finds nothing in lua/, emulator/, spec/, examples/, bench/, bin/aliocr, scripts/make-samples",
+    function()
+    local out, status = run("luacheck --no-color -q lua emulator spec examples bin/aliocr scripts/make-samples bench")
     assert.equal(0, status, out)
   end)
 

@@ -19,6 +19,7 @@
 #include "aliocr.h"
 
 #define IDLE_MAX 64               /* easy handles kept for reuse */
+#define PROFILE_MAX 8             /* prepared calls per engine */
 #define DEFAULT_MAX_BYTES (16 * 1024 * 1024)
 
 typedef struct buffer {
@@ -40,8 +41,22 @@ typedef struct job {
     int too_large;
     int too_large_declared;    /* a Content-Length over max_bytes was seen */
     int decode;
+    int lean;                  /* the response has only what the client reads */
+    struct profile *profile;   /* the prepared call this job belongs to, or NULL */
     CURLcode result;
 } job;
+
+/* A prepared call (see engine:profile): an easy handle with every constant
+ * option set once, and the job it runs as, reused call after call. */
+typedef struct profile {
+    CURL *easy;
+    struct curl_slist *headers;
+    char *url;
+    int post, busy;
+    buffer form;               /* url=<image>&..., the body or the query */
+    buffer get_url;            /* GET: the interface URL with the query */
+    job job;
+} profile;
 
 typedef struct engine {
     CURLM *multi;
@@ -51,6 +66,8 @@ typedef struct engine {
     int nidle;
     lua_Integer next_id;
     int decode_ref;            /* registry: the decode function of our cjson instance */
+    profile *profiles[PROFILE_MAX];
+    int nprofiles;
     int closed;
 } engine;
 
@@ -140,6 +157,11 @@ static CURL *take_easy(engine *e)
 
 static void job_free(engine *e, job *j)
 {
+    if (j->profile) {
+        /* A prepared call's job: its handle and buffers stay for the next. */
+        j->profile->busy = 0;
+        return;
+    }
     if (j->easy) {
         if (!e->closed && e->nidle < IDLE_MAX) {
             curl_easy_reset(j->easy);
@@ -265,8 +287,9 @@ static const char *curl_code_name(CURLcode c)
 }
 
 /* Pushes the headers of the last response in the header buffer as a table of
- * lower-cased names; a repeated header's values are joined with ", ". */
-static void push_headers(lua_State *L, const buffer *b)
+ * lower-cased names; a repeated header's values are joined with ", ". With
+ * `only_ca`, only the gateway's X-Ca-* headers. */
+static void push_headers(lua_State *L, const buffer *b, int only_ca)
 {
     const char *p = b->data ? b->data : "", *end = p + b->len, *start = p;
     const char *s;
@@ -288,6 +311,10 @@ static void push_headers(lua_State *L, const buffer *b)
                 v++;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
+            if (only_ca && (nlen < 5 || strncasecmp(s, "x-ca-", 5) != 0)) {
+                s = eol ? eol + 1 : end;
+                continue;
+            }
             if (nlen < sizeof name) {
                 for (i = 0; i < nlen; i++) {
                     char c = s[i];
@@ -335,10 +362,13 @@ static void push_response(lua_State *L, engine *e, job *j)
     lua_setfield(L, -2, "connects");
     lua_pushnumber(L, total);
     lua_setfield(L, -2, "elapsed");
-    push_headers(L, &j->head);
+    push_headers(L, &j->head, j->lean);
     lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, j->body.data ? j->body.data : "", j->body.len);
-    lua_setfield(L, -2, "body");
+    /* A lean response has the body only when it is not decoded JSON. */
+    if (!j->lean || j->result != CURLE_OK || !j->decode || j->body.len == 0) {
+        lua_pushlstring(L, j->body.data ? j->body.data : "", j->body.len);
+        lua_setfield(L, -2, "body");
+    }
     lua_pushboolean(L, j->too_large);
     lua_setfield(L, -2, "too_large");
     if (j->result != CURLE_OK) {
@@ -355,11 +385,15 @@ static void push_response(lua_State *L, engine *e, job *j)
     } else if (j->decode && j->body.len > 0) {
         /* JSON to tables, by lua-cjson, now that the transfer is over. */
         lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
-        lua_getfield(L, -2, "body");
+        lua_pushlstring(L, j->body.data, j->body.len);
         if (lua_pcall(L, 1, 1, 0) == 0) {
             lua_setfield(L, -2, "json");
         } else {
             lua_setfield(L, -2, "json_error");
+            if (j->lean) {
+                lua_pushlstring(L, j->body.data, j->body.len);
+                lua_setfield(L, -2, "body");
+            }
         }
     }
 }
@@ -607,6 +641,162 @@ static int engine_perform(lua_State *L)
     return 1;
 }
 
+/* Prepared calls ------------------------------------------------------------------- */
+
+static void profile_free(profile *p)
+{
+    struct curl_slist *h;
+    if (!p)
+        return;
+    if (p->easy)
+        curl_easy_cleanup(p->easy);
+    /* The header list holds the AppCode: wipe it before it is freed. */
+    for (h = p->headers; h; h = h->next)
+        if (h->data)
+            memset(h->data, 0, strlen(h->data));
+    curl_slist_free_all(p->headers);
+    free(p->url);
+    buffer_free(&p->form);
+    buffer_free(&p->get_url);
+    buffer_free(&p->job.body);
+    buffer_free(&p->job.head);
+    free(p);
+}
+
+/***
+ * Prepares calls that differ only in their image URL: `req` is a request
+ * table (see `perform`) without a body; returns the id to give `call`.
+ * @function profile
+ */
+static int engine_profile(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    request r;
+    profile *p;
+    read_request(L, 2, &r);
+    if (e->nprofiles >= PROFILE_MAX)
+        return luaL_error(L, "too many prepared calls on one engine");
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return luaL_error(L, "out of memory");
+    p->url = malloc(strlen(r.url) + 1);
+    p->easy = curl_easy_init();
+    p->headers = build_headers(L, 2, &r);
+    if (!p->url || !p->easy || !p->headers) {
+        profile_free(p);
+        return luaL_error(L, "could not prepare the call (out of memory?)");
+    }
+    strcpy(p->url, r.url);
+    p->post = r.post;
+    p->job.engine = e;
+    p->job.easy = p->easy;
+    p->job.headers = NULL;        /* the profile owns the header list */
+    p->job.max_bytes = r.max_bytes;
+    p->job.decode = r.decode;
+    p->job.lean = 1;
+    p->job.profile = p;
+    r.body = NULL;
+    r.body_len = 0;
+    {
+        job *j = &p->job;
+        j->headers = p->headers;
+        if (setup_easy(j, &r) != 0) {
+            j->headers = NULL;
+            profile_free(p);
+            return luaL_error(L, "could not prepare the call (out of memory?)");
+        }
+        j->headers = NULL;
+    }
+    e->profiles[e->nprofiles] = p;
+    lua_pushinteger(L, ++e->nprofiles);
+    return 1;
+}
+
+/* Appends `s` percent-encoded, all but RFC 3986's unreserved characters. */
+static int append_escaped(buffer *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            if (buffer_append(b, (const char *)&c, 1) != 0)
+                return -1;
+        } else {
+            char esc[3];
+            esc[0] = '%';
+            esc[1] = hex[c >> 4];
+            esc[2] = hex[c & 15];
+            if (buffer_append(b, esc, 3) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/***
+ * One call of a prepared profile: `url=<image_url>` (and `extra`, already
+ * encoded parameters, after a `&`) as the form body, or the query of a GET;
+ * waits for the answer and returns the response table, with only what the
+ * client reads: `status`, `sent`, `connects`, `too_large`, the `headers` of
+ * the gateway (X-Ca-*), `json` or `json_error`, `body` when it is not
+ * decoded JSON, and the `curl_*` fields of a failure. Returns nothing when
+ * the profile is in use (the caller then makes a plain request).
+ * @function call
+ */
+static int engine_call(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    size_t n, extra_len = 0;
+    const char *image = luaL_checklstring(L, 3, &n);
+    const char *extra = luaL_optlstring(L, 4, NULL, &extra_len);
+    profile *p;
+    job *j;
+    CURLcode rc;
+    if (id < 1 || id > e->nprofiles)
+        return luaL_error(L, "no prepared call %d", (int)id);
+    p = e->profiles[id - 1];
+    if (p->busy)
+        return 0;
+    p->form.len = 0;
+    if (buffer_append(&p->form, "url=", 4) != 0 || append_escaped(&p->form, image, n) != 0 ||
+        (extra && (buffer_append(&p->form, "&", 1) != 0 || buffer_append(&p->form, extra, extra_len) != 0)))
+        return luaL_error(L, "out of memory");
+    if (p->post) {
+        rc = curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->form.len);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(p->easy, CURLOPT_POSTFIELDS, p->form.data);
+    } else {
+        p->get_url.len = 0;
+        if (buffer_append(&p->get_url, p->url, strlen(p->url)) != 0 || buffer_append(&p->get_url, "?", 1) != 0 ||
+            buffer_append(&p->get_url, p->form.data, p->form.len) != 0)
+            return luaL_error(L, "out of memory");
+        rc = curl_easy_setopt(p->easy, CURLOPT_URL, p->get_url.data);
+    }
+    if (rc != CURLE_OK)
+        return luaL_error(L, "could not set up the transfer (out of memory?)");
+    j = &p->job;
+    j->body.len = j->head.len = 0;
+    j->too_large = j->too_large_declared = 0;
+    j->errbuf[0] = '\0';
+    j->result = CURLE_OK;
+    j->next = NULL;
+    if (curl_multi_add_handle(e->multi, p->easy) != CURLM_OK)
+        return luaL_error(L, "could not set up the transfer (out of memory?)");
+    p->busy = 1;
+    j->id = ++e->next_id;
+    j->next = e->active;
+    e->active = j;
+    while (!is_done(e, j))
+        drive(e, 1000, j);
+    unlink_done(e, j);
+    push_response(L, e, j);
+    p->busy = 0;
+    return 1;
+}
+
 /***
  * Drives the transfers under way for at most `timeout` seconds (0: a single
  * pass that never blocks); returns an array of the responses of the
@@ -710,6 +900,11 @@ static int engine_close(lua_State *L)
     e->done_tail = NULL;
     while (e->nidle > 0)
         curl_easy_cleanup(e->idle[--e->nidle]);
+    while (e->nprofiles > 0) {
+        profile *p = e->profiles[--e->nprofiles];
+        e->profiles[e->nprofiles] = NULL;
+        profile_free(p);
+    }
     if (e->multi) {
         curl_multi_cleanup(e->multi);
         e->multi = NULL;
@@ -786,6 +981,8 @@ static const luaL_Reg engine_meta[] = {
 static const luaL_Reg engine_methods[] = {
     {"add", engine_add},
     {"perform", engine_perform},
+    {"profile", engine_profile},
+    {"call", engine_call},
     {"run", engine_run},
     {"cancel", engine_cancel},
     {"pending", engine_pending},

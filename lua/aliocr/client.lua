@@ -17,7 +17,7 @@ local Client = {}
 Client.__index = Client
 Client.__name = "aliocr.Client"
 
-local getenv, random, floor = os.getenv, math.random, math.floor
+local getenv, random, floor, find = os.getenv, math.random, math.floor, string.find
 
 local ACCEPT = "application/json"
 local FORM = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -189,9 +189,14 @@ function Client.new(opts)
     -- Jobs of submit and batch: waiting for a free slot, under way (by
     -- engine id), waiting for a retry, finished with a callback to run.
     _queue = {}, _running = {}, _active = 0, _retrying = {}, _finished = {}, _callback_errors = {},
+    -- The plans of calls with no options, and the engine's prepared calls
+    -- for them (by kind).
+    _plans = {}, _profiles = {},
   }, Client)
   if cred:mode() == "signature" then self._app_key = cred:app_key() end
   self._transport = transport
+  -- Prepared calls: libcurl, outside nginx (where the curl transport raises).
+  self._fast = transport == "curl" and not resty.available()
   if transport == "resty" then
     self._engine = resty.engine({ json_max_depth = opts.json_max_depth, pool_size = math.max(30, self._concurrency) })
   else
@@ -388,12 +393,62 @@ function Client:_pause(seconds)
   if self._transport == "resty" then resty.sleep(seconds) else core.sleep(seconds) end
 end
 
+-- The plan of a call with no options (made once per kind).
+function Client:_default_plan(kind)
+  local plan = self._plans[kind]
+  if not plan then
+    plan = self:_plan(kind, nil)
+    self._plans[kind] = plan
+  end
+  return plan
+end
+
+-- The prepared call of the C engine for a plan with no options: the request
+-- built once (URL, headers, AppCode, timeouts, TLS), so that a call passes
+-- only its image URL. False when it cannot be used (signature auth signs
+-- every request anew).
+function Client:_profile(kind, plan)
+  local id = self._profiles[kind]
+  if id == nil then
+    id = false
+    if not self._app_key then
+      local req = self:_request(plan.url, {}, plan.method, plan.timeout)
+      req.url, req.body = plan.url, nil
+      id = self._engine:profile(req)
+    end
+    self._profiles[kind] = id
+  end
+  return id
+end
+
+-- A well-formed image URL, checked as http_url does (which raises for the
+-- others, on the general path).
+local function plain_image_url(u)
+  return type(u) == "string" and find(u, "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]") ~= nil and not find(u, "[%c ]")
+end
+
 -- One blocking call (with its retries); inside nginx it yields instead.
+-- A call with no options, from a client with no jobs, takes a prepared call
+-- for its first attempt (the common case, and the fast one); everything else
+-- and every further attempt take the general path, with the same results.
 function Client:_call(kind, image_url, opts)
-  local call = self:_prepare(kind, image_url, opts)
+  local started, attempts, plan = core.monotonic(), 0, nil
+  if opts == nil and self._fast and self._active == 0 and self._queue[1] == nil and self._retrying[1] == nil
+      and plain_image_url(image_url) and API_OF[kind] then
+    plan = self:_default_plan(kind)
+    local id = self:_profile(kind, plan)
+    local response = id and self._engine:call(id, image_url)
+    if response then
+      attempts = 1
+      self._stats.attempts = self._stats.attempts + 1
+      local res, err, again = self:_outcome(plan, response, 1, started)
+      if not again then return res, err end
+      self:_pause(self:_backoff(1))
+    end
+  end
+  local call = self:_prepare(kind, image_url, opts, plan)
   self:_check_place()
   if self._transport == "curl" then self:_pump() end -- jobs submitted before go out along with this call
-  local started, attempts = core.monotonic(), 0
   while true do
     attempts = attempts + 1
     local response = self._engine:perform(self:_attempt_request(call))

@@ -5,6 +5,7 @@
 local M = {}
 
 local tointeger = math.tointeger -- nil before Lua 5.3: numbers stay as they are
+local find, sub, byte = string.find, string.sub, string.byte
 local floor, huge = math.floor, math.huge
 
 --- Integral numbers become integers (Lua 5.3+: lua-cjson decodes every JSON
@@ -46,10 +47,19 @@ end
 function M.lines(data)
   local lines, words = {}, {}
   if type(data) == "string" then
-    for part in (data .. "\n"):gmatch("(.-)\r?\n") do
-      lines[#lines + 1] = { words = part }
+    if data == "" then return lines, data end
+    -- Split at each "\n" (dropping a "\r" before it); most answers have
+    -- none, and are one line.
+    local start, n = 1, 0
+    while true do
+      local nl = find(data, "\n", start, true)
+      local stop = nl and nl - 1 or #data
+      if stop >= start and byte(data, stop) == 13 then stop = stop - 1 end
+      n = n + 1
+      lines[n] = { words = (start == 1 and stop == #data) and data or sub(data, start, stop) }
+      if not nl then break end
+      start = nl + 1
     end
-    if data == "" then lines = {} end
     return lines, data
   end
   if type(data) == "table" then

@@ -1,0 +1,369 @@
+-- `make bench`: every benchmark against the emulator's canned backend on
+-- loopback, each figure the median of interleaved rounds, as ratios
+-- measured in this one run. Prints a table, and writes it with the raw
+-- figures and two charts to build/bench/ (results.md, results.json,
+-- sequential.png, batch.png).
+--
+--   lua5.4 bench/run.lua            (BENCH_ROUNDS=n to change the rounds, 5)
+--
+-- Needs what scripts/bootstrap installs with `bench`: wrk, gnuplot-nox.
+local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
+package.path = root .. "/lua/?.lua;" .. package.path
+package.cpath = root .. "/build/?.so;" .. package.cpath
+
+local cjson = require("cjson")
+local socket = require("socket")
+local http = require("socket.http")
+
+local OUT = root .. "/build/bench"
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "5")
+local APPCODE = "bench-appcode"
+local LIMIT = root .. "/build/bench/limit"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  if not ok then error("failed: " .. cmd .. "\n" .. out, 2) end
+  return out
+end
+
+local function say(...) io.stderr:write(...) io.stderr:write("\n") end
+
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+local ENV = "ALIOCR_APPCODE=" .. APPCODE .. " "
+
+-- The emulator ------------------------------------------------------------------
+
+local function start_emulator()
+  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. APPCODE .. " exec " .. q(root .. "/bin/aliocr-emulator") ..
+    " --port 0 --backend canned --no-fetch --log-max 0 2>&1"
+  local p = assert(io.popen("sh -c " .. q(cmd), "r"))
+  local pid = p:read("l")
+  local info = {}
+  for line in p:lines() do
+    if line == "ready" then info.ready = true break end
+    local k, v = line:match("^(%S+) (%S+)$")
+    if k then info[k] = v end
+  end
+  assert(info.ready, "the emulator did not start")
+  info.stop = function()
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    p:close()
+  end
+  return info
+end
+
+local function settings(emu, t)
+  local body = cjson.encode(t)
+  local _, status = http.request({ url = emu.control .. "/settings", method = "POST",
+    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
+    source = require("ltn12").source.string(body) })
+  assert(status == 200, "settings: HTTP " .. tostring(status))
+end
+
+local function ledger(emu)
+  local body = assert(http.request(emu.control .. "/ledger"))
+  return cjson.decode(body).total
+end
+
+-- The contenders -------------------------------------------------------------------
+
+local function parse_calls(out)
+  local calls, seconds = out:match("calls (%d+) seconds ([%d.]+)")
+  assert(calls, out)
+  return tonumber(calls), tonumber(seconds)
+end
+
+local function rate_of(out)
+  local calls, seconds = parse_calls(out)
+  return calls / seconds
+end
+
+-- The command of a sequential contender (without its environment, ENV).
+local function seq_cmd(who, emu, calls, rss_at)
+  if who == "limit" then
+    return q(LIMIT) .. " " .. q(emu.advanced) .. " " .. q(emu.image) .. " " .. calls
+  end
+  return "lua5.4 " .. q(root .. "/bench/seq.lua") .. " " .. who .. " " .. q(emu.advanced) .. " " ..
+    q(emu.image) .. " " .. calls .. (rss_at and (" " .. rss_at) or "")
+end
+
+local function wrk(url, connections, seconds, script)
+  local out = sh(ENV .. "BENCH_IMAGE=" .. q(script and script.image or "") .. " wrk -t1 -c" .. connections ..
+    " -d" .. seconds .. "s" .. (script and (" -s " .. q(root .. "/bench/post.lua")) or "") .. " " .. q(url))
+  local rps = out:match("Requests/sec:%s*([%d.]+)")
+  assert(rps, out)
+  local non2xx = out:match("Non%-2xx or 3xx responses: (%d+)")
+  assert(not non2xx, "wrk got errors:\n" .. out)
+  return tonumber(rps)
+end
+
+-- Benchmarks ---------------------------------------------------------------------
+
+local results = { rounds = ROUNDS, machine = {} }
+
+local function machine()
+  local m = results.machine
+  m.cpu = (sh("grep -m1 'model name' /proc/cpuinfo"):match(":%s*(.-)%s*$")) or "?"
+  m.cpus = tonumber((sh("nproc"):match("%d+")))
+  m.kernel = sh("uname -r"):match("%S+")
+  m.curl = require("aliocr").versions().curl
+  m.lua = "Lua 5.4 (" .. sh("lua5.4 -v"):match("Lua ([%d.]+)") .. ")"
+end
+
+local function sequential(emu)
+  say("sequential calls, one client (", ROUNDS, " rounds)")
+  -- Calls per run: about a second and a half each, from a short first run.
+  local n = {}
+  for _, who in ipairs({ "limit", "aliocr", "luasocket" }) do
+    local rate = rate_of(sh(ENV .. seq_cmd(who, emu, 300)))
+    n[who] = math.max(500, math.floor(rate * 1.5))
+  end
+  local rates = { limit = {}, aliocr = {}, luasocket = {}, wrk = {} }
+  local order = { "limit", "aliocr", "luasocket", "wrk" }
+  for r = 1, ROUNDS do
+    for k = 0, #order - 1 do
+      local who = order[(r + k - 1) % #order + 1]   -- each round in another order
+      if who == "wrk" then
+        rates.wrk[r] = wrk(emu.advanced, 1, 2, { image = emu.image })
+      else
+        rates[who][r] = rate_of(sh(ENV .. seq_cmd(who, emu, n[who])))
+      end
+    end
+  end
+  local s = {}
+  for who, list in pairs(rates) do s[who] = { median = median(list), runs = list } end
+  results.sequential = s
+end
+
+local function batch(emu)
+  say("batch: 2000 calls, 20 ms added latency")
+  settings(emu, { latency_ms = 20 })
+  local points = {}
+  for _, c in ipairs({ 10, 25, 50, 100 }) do points[#points + 1] = { concurrency = c, runs = {} } end
+  local rounds = math.max(3, math.floor(ROUNDS / 2 + 0.5))
+  for _ = 1, rounds do
+    for _, pt in ipairs(points) do
+      local before = ledger(emu).billed
+      local _, seconds = parse_calls(sh(ENV .. "lua5.4 " .. q(root .. "/bench/batch.lua") .. " " ..
+        q(emu.advanced) .. " " .. q(emu.image) .. " 2000 " .. pt.concurrency))
+      assert(ledger(emu).billed - before == 2000, "the ledger does not show 2000 billed calls")
+      pt.runs[#pt.runs + 1] = seconds
+    end
+  end
+  settings(emu, { latency_ms = 0 })
+  for _, pt in ipairs(points) do
+    pt.median = median(pt.runs)
+    pt.ideal = 2000 / pt.concurrency * 0.020
+  end
+  results.batch = points
+end
+
+local function building()
+  say("result building: 5000-line handwriting answer")
+  local out = sh("lua5.4 " .. q(root .. "/bench/build.lua") .. " 5000 " .. (ROUNDS * 3))
+  local a, c, bytes = out:match("aliocr ([%d.]+) cjson ([%d.]+) bytes (%d+)")
+  assert(a, out)
+  results.building = { aliocr = tonumber(a), cjson = tonumber(c), bytes = tonumber(bytes) }
+end
+
+local function memory(emu)
+  say("memory: 100,000 calls")
+  local out = sh(ENV .. seq_cmd("aliocr", emu, 100000, "1000,10000"))
+  local at1k, at10k = out:match("rss 1000 (%d+)"), out:match("rss 10000 (%d+)")
+  local at_end = out:match("rss end (%d+)")
+  assert(at1k and at_end, out)
+  results.memory = { rss_1k_kb = tonumber(at1k), rss_10k_kb = tonumber(at10k), rss_100k_kb = tonumber(at_end) }
+end
+
+local function instructions(emu)
+  say("instructions per call (callgrind)")
+  local function collected(cmd)
+    local out = sh(ENV .. "valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
+    local n = out:match("Collected : (%d+)")
+    assert(n, out)
+    return tonumber(n)
+  end
+  local per = {}
+  for _, who in ipairs({ "limit", "aliocr" }) do
+    -- The difference of two runs: start-up costs cancel out.
+    local small, big = 200, 1200
+    local a = collected(seq_cmd(who, emu, small))
+    local b = collected(seq_cmd(who, emu, big))
+    per[who] = (b - a) / (big - small)
+  end
+  results.instructions = per
+end
+
+local function nginx_handler(emu)
+  say("inside nginx: handler requests per second")
+  local prefix = sh("mktemp -d"):match("%S+")
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  local f = assert(io.open(root .. "/bench/nginx.conf"))
+  local conf = f:read("a"):gsub("@ROOT@", root):gsub("@PREFIX@", prefix):gsub("@PORT@", port)
+  f:close()
+  f = assert(io.open(prefix .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  local pid = sh(ENV .. "BENCH_ADVANCED=" .. q(emu.advanced) .. " BENCH_IMAGE=" .. q(emu.image) ..
+    " nginx -p " .. q(prefix .. "/") .. " -c " .. q(prefix .. "/nginx.conf") .. " -e " .. q(prefix .. "/error.log") ..
+    " >/dev/null 2>&1 </dev/null & echo $!"):match("%d+")
+  local base = "http://127.0.0.1:" .. port
+  local up
+  for _ = 1, 100 do
+    local body, status = http.request(base .. "/direct")
+    if body and status == 200 then up = true break end
+    socket.sleep(0.05)
+  end
+  local ok, err = pcall(function()
+    assert(up, "nginx did not start")
+    local body, status = http.request(base .. "/ocr")
+    assert(status == 200, "the handler failed: " .. tostring(body))
+    local rps = { ocr = {}, direct = {} }
+    for r = 1, math.max(3, ROUNDS) do
+      for _, which in ipairs(r % 2 == 1 and { "ocr", "direct" } or { "direct", "ocr" }) do
+        rps[which][#rps[which] + 1] = wrk(base .. "/" .. which, 16, 2)
+      end
+    end
+    results.nginx = { ocr = median(rps.ocr), direct = median(rps.direct), runs = rps }
+  end)
+  os.execute("kill -TERM " .. pid .. " 2>/dev/null; while kill -0 " .. pid .. " 2>/dev/null; do sleep 0.05; done")
+  os.execute("rm -rf " .. q(prefix))
+  assert(ok, err)
+end
+
+-- The table --------------------------------------------------------------------------
+
+local function table_rows()
+  local s, r = results.sequential, {}
+  local function row(name, aliocr, peer, ratio, target, holds)
+    r[#r + 1] = { name, aliocr, peer, ratio, target, holds == nil and "" or (holds and "yes" or "**no**") }
+  end
+  local lim = s.limit.median
+  row("sequential calls/s vs the C libcurl limit", string.format("%.0f", s.aliocr.median),
+    string.format("%.0f", lim), string.format("%.3f", s.aliocr.median / lim), ">= 0.97", s.aliocr.median / lim >= 0.97)
+  row("sequential calls/s vs LuaSocket + lua-cjson", string.format("%.0f", s.aliocr.median),
+    string.format("%.0f", s.luasocket.median), string.format("%.2f", s.aliocr.median / s.luasocket.median), "", nil)
+  row("sequential calls/s vs wrk, 1 connection (the server's limit)", string.format("%.0f", s.aliocr.median),
+    string.format("%.0f", s.wrk.median), string.format("%.3f", s.aliocr.median / s.wrk.median), "", nil)
+  for _, pt in ipairs(results.batch) do
+    if pt.concurrency == 50 then
+      local ratio = pt.median / pt.ideal
+      row("batch of 2000, 20 ms latency, concurrency 50: seconds vs ideal", string.format("%.3f", pt.median),
+        string.format("%.3f", pt.ideal), string.format("%.3f", ratio), "<= 1.10", ratio <= 1.10)
+    end
+  end
+  local b = results.building
+  row("result building, 5000-line handwriting answer: ms vs cjson.decode",
+    string.format("%.2f", b.aliocr * 1000), string.format("%.2f", b.cjson * 1000),
+    string.format("%.2f", b.aliocr / b.cjson), "<= 1.5", b.aliocr / b.cjson <= 1.5)
+  local m = results.memory
+  local growth = (m.rss_100k_kb - m.rss_1k_kb) / 1024
+  row("resident size growth, 1,000 to 100,000 calls: MiB", string.format("%.2f", growth),
+    string.format("%.1f -> %.1f", m.rss_1k_kb / 1024, m.rss_100k_kb / 1024), "", "< 2 MiB", growth < 2)
+  local i = results.instructions
+  row("instructions per call (callgrind) vs the C limit", string.format("%.0f", i.aliocr),
+    string.format("%.0f", i.limit), string.format("%.2f", i.aliocr / i.limit), "<= 1.15", i.aliocr / i.limit <= 1.15)
+  local n = results.nginx
+  row("inside nginx: handler req/s with an aliocr call vs none", string.format("%.0f", n.ocr),
+    string.format("%.0f", n.direct), string.format("%.2f", n.ocr / n.direct), "", nil)
+  return r
+end
+
+local function markdown(rows)
+  local out = { "| benchmark | aliocr | peer | ratio | target | holds |", "|---|---|---|---|---|---|" }
+  for _, r in ipairs(rows) do out[#out + 1] = "| " .. table.concat(r, " | ") .. " |" end
+  local m = results.machine
+  out[#out + 1] = ""
+  out[#out + 1] = string.format("Medians of %d interleaved rounds; %s, %d CPUs, Linux %s, %s, %s.",
+    results.rounds, m.cpu, m.cpus, m.kernel, m.lua, "libcurl " .. m.curl)
+  return table.concat(out, "\n") .. "\n"
+end
+
+local function charts()
+  local s = results.sequential
+  local f = assert(io.open(OUT .. "/sequential.dat", "w"))
+  for _, who in ipairs({ "limit", "aliocr", "luasocket", "wrk" }) do
+    local label = ({ limit = "C libcurl limit", aliocr = "aliocr", luasocket = "LuaSocket + cjson",
+      wrk = "wrk (server limit)" })[who]
+    f:write(string.format("\"%s\" %.1f\n", label, s[who].median))
+  end
+  f:close()
+  f = assert(io.open(OUT .. "/batch.dat", "w"))
+  for _, pt in ipairs(results.batch) do
+    f:write(string.format("%d %.4f %.4f\n", pt.concurrency, pt.median, pt.ideal))
+  end
+  f:close()
+  f = assert(io.open(OUT .. "/charts.gp", "w"))
+  f:write(string.format([[
+set terminal pngcairo size 800,450 font "DejaVu Sans,11"
+set output "%s/sequential.png"
+set title "Sequential calls per second, one client, loopback"
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+set yrange [0:*]
+set ylabel "calls per second"
+set grid ytics
+unset key
+plot "%s/sequential.dat" using 2:xtic(1) linecolor rgb "#3b75af"
+
+set output "%s/batch.png"
+set title "Batch of 2000 calls with 20 ms latency: wall time"
+set style data linespoints
+set logscale xy
+set xlabel "concurrency"
+set ylabel "seconds"
+set xtics (10, 25, 50, 100)
+set key top right
+plot "%s/batch.dat" using 1:2 title "aliocr batch" linewidth 2 pointtype 7, \
+     "%s/batch.dat" using 1:3 title "ideal (calls / concurrency x 20 ms)" dashtype 2 linewidth 2
+]], OUT, OUT, OUT, OUT, OUT))
+  f:close()
+  sh("gnuplot " .. q(OUT .. "/charts.gp"))
+end
+
+-- Main --------------------------------------------------------------------------------
+
+sh("mkdir -p " .. q(OUT))
+machine()
+local emu = start_emulator()
+emu.image = emu.images .. "sample.png"
+local ok, err = pcall(function()
+  sequential(emu)
+  batch(emu)
+  building()
+  memory(emu)
+  instructions(emu)
+  nginx_handler(emu)
+end)
+emu.stop()
+if not ok then
+  io.stderr:write("bench: ", tostring(err), "\n")
+  os.exit(1)
+end
+
+local rows = table_rows()
+local md = markdown(rows)
+local f = assert(io.open(OUT .. "/results.md", "w"))
+f:write(md)
+f:close()
+f = assert(io.open(OUT .. "/results.json", "w"))
+f:write(cjson.encode(results))
+f:close()
+charts()
+io.write(md)
+io.write("\nwritten: build/bench/results.md, results.json, sequential.png, batch.png\n")
