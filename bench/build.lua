@@ -1,8 +1,8 @@
 -- Result building: from the body of an answer to the result a caller gets,
 -- for a handwriting answer of LINES lines. aliocr's path after a transfer
--- (lua-cjson's decode, which the C engine calls, then the checks and the
--- result built by errors.classify, result.normalize and result.build, as
--- client.lua does) against cjson.decode alone. Rounds interleaved; prints
+-- (the C engine's decode: lua-cjson, then whole numbers made integers; then
+-- errors.classify and result.build, as client.lua does) against
+-- cjson.decode alone. Rounds interleaved; prints
 -- the median seconds of each: "aliocr S cjson S".
 --
 --   lua5.4 bench/build.lua [LINES] [ROUNDS]
@@ -14,7 +14,9 @@ local lines, rounds = tonumber(arg[1] or "5000"), tonumber(arg[2] or "15")
 local cjson = require("cjson")
 local result = require("aliocr.result")
 local errors = require("aliocr.errors")
-local clock = require("aliocr.core").monotonic
+local core = require("aliocr.core")
+local clock = core.monotonic
+local engine = core.engine()
 
 local items = {}
 for i = 1, lines do
@@ -25,8 +27,8 @@ local body = '{"ok":1,"msg":"查询成功","data":[' .. table.concat(items, ",")
 local headers = { ["x-ca-request-id"] = "5C8A1B2E-0000-4000-8000-000000000000", ["content-type"] = "application/json" }
 
 local function aliocr_path()
-  local response = { status = 200, headers = headers, body = body, json = cjson.decode(body) }
-  result.normalize(response.json)
+  local response = { status = 200, headers = headers, json = engine:decode(body), integers = true }
+  if not response.integers then result.normalize(response.json) end
   assert(errors.classify(response) == nil)
   local res = result.build(response.json, response)
   assert(#res.lines == lines)

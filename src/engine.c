@@ -338,6 +338,77 @@ static void push_headers(lua_State *L, const buffer *b, int only_ca)
     }
 }
 
+#if LUA_VERSION_NUM >= 503
+/* lua-cjson decodes every JSON number as a float on Lua 5.3+, so 41 would
+ * print as 41.0: whole numbers of the table at idx (and of the tables in it)
+ * become integers, as result.normalize does in Lua. The depth is bounded by
+ * json_max_depth. */
+static void to_integers(lua_State *L, int idx);
+
+/* Element i of the array at idx, on top of the stack: converted; popped. */
+static void to_integer_at(lua_State *L, int idx, lua_Integer i)
+{
+    int t = lua_type(L, -1);
+    if (t == LUA_TTABLE) {
+        to_integers(L, lua_gettop(L));
+    } else if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+        lua_Number n = lua_tonumber(L, -1);
+        lua_Integer v;
+        if (lua_numbertointeger(n, &v) && (lua_Number)v == n) {
+            lua_pushinteger(L, v);
+            lua_rawseti(L, idx, i);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static void to_integers(lua_State *L, int idx)
+{
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, idx);
+    luaL_checkstack(L, 4, "JSON too deep");
+    /* A JSON array: its elements in order, without lua_next. */
+    if (n > 0) {
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            to_integer_at(L, idx, i);
+        }
+        return;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        int t = lua_type(L, -1);
+        if (t == LUA_TTABLE) {
+            to_integers(L, lua_gettop(L));
+        } else if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number x = lua_tonumber(L, -1);
+            lua_Integer v;
+            if (lua_numbertointeger(x, &v) && (lua_Number)v == x) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, v);
+                lua_rawset(L, idx);  /* an existing field: allowed while traversing */
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+#endif
+
+/* Decodes a JSON text with the engine's lua-cjson instance: pushes the value
+ * (whole numbers as integers) and returns 1, or pushes the error and returns
+ * 0. */
+static int decode_json(lua_State *L, engine *e, const char *p, size_t n)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
+    lua_pushlstring(L, p, n);
+    if (lua_pcall(L, 1, 1, 0) != 0)
+        return 0;
+#if LUA_VERSION_NUM >= 503
+    if (lua_istable(L, -1))
+        to_integers(L, lua_gettop(L));
+#endif
+    return 1;
+}
+
 /* Pushes the response of a finished job (a table; see the README). */
 static void push_response(lua_State *L, engine *e, job *j)
 {
@@ -384,10 +455,10 @@ static void push_response(lua_State *L, engine *e, job *j)
         lua_setfield(L, -2, "curl_error");
     } else if (j->decode && j->body.len > 0) {
         /* JSON to tables, by lua-cjson, now that the transfer is over. */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
-        lua_pushlstring(L, j->body.data, j->body.len);
-        if (lua_pcall(L, 1, 1, 0) == 0) {
+        if (decode_json(L, e, j->body.data, j->body.len)) {
             lua_setfield(L, -2, "json");
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "integers");  /* already what result.normalize makes */
         } else {
             lua_setfield(L, -2, "json_error");
             if (j->lean) {
@@ -798,6 +869,23 @@ static int engine_call(lua_State *L)
 }
 
 /***
+ * Decodes a JSON text as the engine decodes answers (its depth limit, whole
+ * numbers as integers on Lua 5.3+): the value, or nil and the error.
+ * @function decode
+ */
+static int engine_decode(lua_State *L)
+{
+    engine *e = check_engine(L, 1);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    if (decode_json(L, e, p, n))
+        return 1;
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/***
  * Drives the transfers under way for at most `timeout` seconds (0: a single
  * pass that never blocks); returns an array of the responses of the
  * transfers that finished, and the number still under way.
@@ -983,6 +1071,7 @@ static const luaL_Reg engine_methods[] = {
     {"perform", engine_perform},
     {"profile", engine_profile},
     {"call", engine_call},
+    {"decode", engine_decode},
     {"run", engine_run},
     {"cancel", engine_cancel},
     {"pending", engine_pending},

@@ -359,7 +359,7 @@ end
 -- What an attempt's response means: the result; or the error and whether
 -- to try again (after a back-off). A final outcome is accounted here.
 function Client:_outcome(call, response, attempts, started)
-  result.normalize(response.json)
+  if not response.integers then result.normalize(response.json) end
   local err = errors.classify(response)
   if not err then
     local res = result.build(response.json, response)

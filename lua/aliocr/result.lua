@@ -5,18 +5,18 @@
 local M = {}
 
 local tointeger = math.tointeger -- nil before Lua 5.3: numbers stay as they are
-local find, sub, byte = string.find, string.sub, string.byte
+local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
 local floor, huge = math.floor, math.huge
 
 --- Integral numbers become integers (Lua 5.3+: lua-cjson decodes every JSON
 -- number as a float there, so 41 would print as 41.0). Changes `v` in place
 -- and returns it.
 function M.normalize(v)
-  if type(v) == "table" then
+  if tointeger and type(v) == "table" then
     for k, x in pairs(v) do
       if type(x) == "table" then
         M.normalize(x)
-      elseif tointeger and type(x) == "number" and x == floor(x) and x > -huge and x < huge then
+      elseif type(x) == "number" and x == floor(x) and x > -huge and x < huge then
         v[k] = tointeger(x) or x
       end
     end
@@ -28,6 +28,12 @@ local position_fields = { "top", "left", "width", "height" }
 
 local function position_of(p)
   if type(p) ~= "table" then return nil end
+  -- The usual case, a box with its four numbers: that table itself (shared
+  -- with `data`), not a copy.
+  if type(p.top) == "number" and type(p.left) == "number" and type(p.width) == "number"
+      and type(p.height) == "number" then
+    return p
+  end
   local out = {}
   for _, f in ipairs(position_fields) do
     if type(p[f]) == "number" then out[f] = p[f] end
@@ -63,15 +69,25 @@ function M.lines(data)
     return lines, data
   end
   if type(data) == "table" then
-    for _, item in ipairs(data) do
+    local n = 0
+    -- A decoded JSON array has no holes (null is aliocr.null).
+    for i = 1, #data do
+      local item = data[i]
       if type(item) == "table" then
-        local line = { words = words_of(item.words), position = position_of(item.position) }
-        lines[#lines + 1] = line
-        words[#words + 1] = line.words
+        local w, p = item.words, item.position
+        n = n + 1
+        if type(w) == "string" and (p == nil or position_of(p) == p) then
+          -- Already a line as documented: the element itself, not a copy.
+          lines[n] = item
+        else
+          w = words_of(w)
+          lines[n] = { words = w, position = position_of(p) }
+        end
+        words[n] = w
       end
     end
   end
-  return lines, table.concat(words, "\n")
+  return lines, concat(words, "\n")
 end
 
 --- The result of a successful call from its decoded body (`ok` is 1).
