@@ -297,8 +297,8 @@ local function charts()
   local s = results.sequential
   local f = assert(io.open(OUT .. "/sequential.dat", "w"))
   for _, who in ipairs({ "limit", "aliocr", "luasocket", "wrk" }) do
-    local label = ({ limit = "C libcurl limit", aliocr = "aliocr", luasocket = "LuaSocket + cjson",
-      wrk = "wrk (server limit)" })[who]
+    local label = ({ limit = "C libcurl limit", aliocr = "aliocr", luasocket = "LuaSocket\\n+ lua-cjson",
+      wrk = "wrk\\n(the server's limit)" })[who]
     f:write(string.format("\"%s\" %.1f\n", label, s[who].median))
   end
   f:close()
@@ -313,8 +313,9 @@ set terminal pngcairo size 800,450 font "DejaVu Sans,11"
 set output "%s/sequential.png"
 set title "Sequential calls per second, one client, loopback"
 set style data histograms
+set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set boxwidth 0.6
+set boxwidth 0.9 relative
 set yrange [0:*]
 set ylabel "calls per second"
 set grid ytics
@@ -325,9 +326,10 @@ set output "%s/batch.png"
 set title "Batch of 2000 calls with 20 ms latency: wall time"
 set style data linespoints
 set logscale xy
+set xrange [8:125]
 set xlabel "concurrency"
 set ylabel "seconds"
-set xtics (10, 25, 50, 100)
+set xtics ("10" 10, "25" 25, "50" 50, "100" 100)
 set key top right
 plot "%s/batch.dat" using 1:2 title "aliocr batch" linewidth 2 pointtype 7, \
      "%s/batch.dat" using 1:3 title "ideal (calls / concurrency x 20 ms)" dashtype 2 linewidth 2
