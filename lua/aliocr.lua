@@ -87,7 +87,8 @@ end
 --   the string itself)
 -- @field lines `{ words = "...", position = { top, left, width, height } }`
 --   each; `position` is nil where the API gave none; a string `data` gives
---   one line per newline-separated part; JSON nulls are skipped
+--   one line per newline-separated part; JSON nulls are skipped; an element
+--   of `data` that already has this shape is used as it is (not a copy)
 -- @field data the `data` field (or `result`) as the API sent it; JSON null
 --   is `aliocr.null`
 -- @field status the HTTP status (2xx)
