@@ -237,7 +237,10 @@ describe("client:batch", function()
     end
     local together = max_started_together(slow, 0.015)
     assert.is_true(together <= 12, together .. " requests under way at once")
-    assert.is_true(together >= 8, "only " .. together .. " requests under way at once")
+    -- Inside valgrind the client starts requests far more slowly, so fewer
+    -- begin within 15 ms of one another; some must still overlap.
+    local least = util.VALGRIND and 3 or 8
+    assert.is_true(together >= least, "only " .. together .. " requests under way at once")
     assert.equal(0, c:pending())
     c:close()
   end)

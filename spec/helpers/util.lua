@@ -47,6 +47,9 @@ end
 local SLOWDOWN = os.getenv("VALGRIND") == "1" and 10 or 1
 function M.slow(seconds) return seconds * SLOWDOWN end
 
+--- True when the specs run inside valgrind.
+M.VALGRIND = SLOWDOWN > 1
+
 --- math.type where the runtime has it (Lua 5.3+); before, numbers have no
 -- subtype, and a whole number counts as "integer".
 function M.number_type(x)
