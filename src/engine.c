@@ -229,9 +229,9 @@ static void harvest(engine *e)
     }
 }
 
-static int is_done(engine *e, job *target)
+static int is_done(const engine *e, const job *target)
 {
-    job *k;
+    const job *k;
     if (!target)
         return e->done != NULL;
     for (k = e->done; k; k = k->next)
@@ -291,22 +291,26 @@ static const char *curl_code_name(CURLcode c)
  * `only_ca`, only the gateway's X-Ca-* headers. */
 static void push_headers(lua_State *L, const buffer *b, int only_ca)
 {
-    const char *p = b->data ? b->data : "", *end = p + b->len, *start = p;
-    const char *s;
+    const char *p, *end, *first, *s;
+    lua_newtable(L);
+    if (!b->data || b->len == 0)
+        return;
+    p = b->data;
+    end = p + b->len;
+    first = p;
     /* The last status line: interim (1xx) and proxy answers come before it. */
     for (s = p; s < end; s++) {
         if ((s == p || s[-1] == '\n') && end - s >= 5 && memcmp(s, "HTTP/", 5) == 0)
-            start = s;
+            first = s;
     }
-    lua_newtable(L);
-    for (s = start; s < end;) {
+    for (s = first; s < end;) {
         const char *eol = memchr(s, '\n', (size_t)(end - s));
         const char *line_end = eol ? eol : end;
         const char *colon = memchr(s, ':', (size_t)(line_end - s));
         if (colon && colon > s && memcmp(s, "HTTP/", 5) != 0) {
             const char *v = colon + 1, *ve = line_end;
             char name[256];
-            size_t i, nlen = (size_t)(colon - s);
+            size_t nlen = (size_t)(colon - s);
             while (v < ve && (*v == ' ' || *v == '\t'))
                 v++;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
@@ -316,9 +320,10 @@ static void push_headers(lua_State *L, const buffer *b, int only_ca)
                 continue;
             }
             if (nlen < sizeof name) {
+                size_t i;
                 for (i = 0; i < nlen; i++) {
-                    char c = s[i];
-                    name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+                    unsigned char c = (unsigned char)s[i];
+                    name[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
                 }
                 lua_pushlstring(L, name, nlen);
                 lua_pushvalue(L, -1);
@@ -364,10 +369,11 @@ static void to_integer_at(lua_State *L, int idx, lua_Integer i)
 
 static void to_integers(lua_State *L, int idx)
 {
-    lua_Integer i, n = (lua_Integer)lua_rawlen(L, idx);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     luaL_checkstack(L, 4, "JSON too deep");
     /* A JSON array: its elements in order, without lua_next. */
     if (n > 0) {
+        lua_Integer i;
         for (i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
             to_integer_at(L, idx, i);
@@ -415,7 +421,6 @@ static void push_response(lua_State *L, engine *e, job *j)
     long status = 0, connects = 0;
     curl_off_t request_size = 0;
     double total = 0;
-    const char *name;
 
     curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
@@ -445,7 +450,7 @@ static void push_response(lua_State *L, engine *e, job *j)
     if (j->result != CURLE_OK) {
         lua_pushinteger(L, j->result);
         lua_setfield(L, -2, "curl_code");
-        name = curl_code_name(j->result);
+        const char *name = curl_code_name(j->result);
         if (name)
             lua_pushstring(L, name);
         else
@@ -527,8 +532,10 @@ static void read_request(lua_State *L, int t, request *r)
     luaL_checktype(L, t, LUA_TTABLE);
     memset(r, 0, sizeof *r);
     r->url = opt_string(L, t, "url");
-    if (!r->url)
+    if (!r->url) {
         luaL_error(L, "request needs a url");
+        return; /* not reached: luaL_error does not return */
+    }
     if (strncasecmp(r->url, "http://", 7) != 0 && strncasecmp(r->url, "https://", 8) != 0)
         luaL_error(L, "request url must be http:// or https://");
     method = opt_string(L, t, "method");
@@ -594,7 +601,7 @@ static struct curl_slist *build_headers(lua_State *L, int t, const request *r)
         if (!line)
             goto fail_popped;
         memcpy(line, prefix, sizeof prefix - 1);
-        strcpy(line + sizeof prefix - 1, r->cred->appcode);
+        memcpy(line + sizeof prefix - 1, r->cred->appcode, len - (sizeof prefix - 1)); /* with its NUL */
         next = curl_slist_append(list, line); /* copies */
         memset(line, 0, len);
         free(line);
@@ -664,8 +671,10 @@ static job *start(lua_State *L, engine *e, int t)
     job *j;
     read_request(L, t, &r);
     j = calloc(1, sizeof *j);
-    if (!j)
+    if (!j) {
         luaL_error(L, "out of memory");
+        return NULL; /* not reached: luaL_error does not return */
+    }
     j->engine = e;
     j->max_bytes = r.max_bytes;
     j->decode = r.decode;
@@ -675,6 +684,7 @@ static job *start(lua_State *L, engine *e, int t)
         curl_multi_add_handle(e->multi, j->easy) != CURLM_OK) {
         job_free(e, j);
         luaL_error(L, "could not set up the transfer (out of memory?)");
+        return NULL; /* not reached */
     }
     j->id = ++e->next_id;
     j->next = e->active;
@@ -744,20 +754,22 @@ static int engine_profile(lua_State *L)
     engine *e = check_engine(L, 1);
     request r;
     profile *p;
+    size_t url_len;
     read_request(L, 2, &r);
     if (e->nprofiles >= PROFILE_MAX)
         return luaL_error(L, "too many prepared calls on one engine");
     p = calloc(1, sizeof *p);
     if (!p)
         return luaL_error(L, "out of memory");
-    p->url = malloc(strlen(r.url) + 1);
+    url_len = strlen(r.url) + 1;
+    p->url = malloc(url_len);
     p->easy = curl_easy_init();
     p->headers = build_headers(L, 2, &r);
     if (!p->url || !p->easy || !p->headers) {
         profile_free(p);
         return luaL_error(L, "could not prepare the call (out of memory?)");
     }
-    strcpy(p->url, r.url);
+    memcpy(p->url, r.url, url_len);
     p->post = r.post;
     p->job.engine = e;
     p->job.easy = p->easy;
