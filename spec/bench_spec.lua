@@ -44,6 +44,14 @@ describe("benchmark programs", function()
     assert.equal(2, status, out)
   end)
 
+  it("the soak benchmark finds the client's stats equal to the ledger over faulted calls", function()
+    if lua54_only() then return end
+    local out, status = sh.run("lua5.4 bench/soak.lua 600")
+    assert.equal(0, status, out)
+    assert.matches("calls 600 in", out)
+    assert.matches("ok: stats equal the ledger, no descriptor leaked, resident size flat", out)
+  end)
+
   it("the batch runs every call at its concurrency and the result building compares the same body", function()
     if lua54_only() then return end
     local out, status = sh.run(env .. "lua5.4 bench/batch.lua " .. sh.q(emu.advanced) .. " " .. sh.q(emu.image) ..
