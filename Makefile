@@ -53,7 +53,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test valgrind asan static demo docs bench soak install install-luajit lint clean
+.PHONY: all bootstrap build test valgrind asan static fuzz demo docs bench soak install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -91,6 +91,20 @@ build/asan/lua: spec/asan_lua.c
 asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
 	@ASAN=1 spec/run
+
+# libFuzzer harnesses (fuzz/*.c, built with clang and the sanitizers), each
+# run FUZZ_SECONDS from its seed corpus (scripts/fuzz).
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES = build/fuzz/response_fuzz build/fuzz/sign_fuzz
+build/fuzz/%: fuzz/%.c $(SOURCES) $(HEADERS)
+	@mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I src \
+	  $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) -o $@ $< src/core.c src/credentials.c \
+	  $(shell pkg-config --libs lua5.4) $(CURL_LIBS)
+
+fuzz: all
+	@$(MAKE) --no-print-directory $(FUZZ_HARNESSES)
+	@scripts/fuzz $(FUZZ_SECONDS)
 
 # cppcheck and clang-tidy on src/, luacheck on the Lua: zero warnings.
 static: bootstrap

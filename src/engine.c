@@ -307,7 +307,9 @@ static void push_headers(lua_State *L, const buffer *b, int only_ca)
         const char *eol = memchr(s, '\n', (size_t)(end - s));
         const char *line_end = eol ? eol : end;
         const char *colon = memchr(s, ':', (size_t)(line_end - s));
-        if (colon && colon > s && memcmp(s, "HTTP/", 5) != 0) {
+        /* A header line (not a status line: those are checked within the
+         * line, which may be shorter than "HTTP/" at the buffer's end). */
+        if (colon && colon > s && !(line_end - s >= 5 && memcmp(s, "HTTP/", 5) == 0)) {
             const char *v = colon + 1, *ve = line_end;
             char name[256];
             size_t nlen = (size_t)(colon - s);
@@ -415,24 +417,17 @@ static int decode_json(lua_State *L, engine *e, const char *p, size_t n)
     return 1;
 }
 
-/* Pushes the response of a finished job (a table; see the README). */
-static void push_response(lua_State *L, engine *e, job *j)
+/* Pushes the response table of a job from what arrived (its header and body
+ * buffers, how the transfer ended) and what libcurl measured. Needs no
+ * libcurl handle: the fuzzing harness (fuzz/) calls it with made-up answers. */
+static void push_answer(lua_State *L, engine *e, const job *j, long status, int sent, long connects, double total)
 {
-    long status = 0, connects = 0;
-    curl_off_t request_size = 0;
-    double total = 0;
-
-    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_size);
-    curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME, &total);
-
     lua_createtable(L, 0, 14);
     lua_pushinteger(L, j->id);
     lua_setfield(L, -2, "id");
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
-    lua_pushboolean(L, request_size > 0);
+    lua_pushboolean(L, sent);
     lua_setfield(L, -2, "sent");
     lua_pushinteger(L, connects);
     lua_setfield(L, -2, "connects");
@@ -472,6 +467,20 @@ static void push_response(lua_State *L, engine *e, job *j)
             }
         }
     }
+}
+
+/* Pushes the response of a finished job (a table; see the README). */
+static void push_response(lua_State *L, engine *e, job *j)
+{
+    long status = 0, connects = 0;
+    curl_off_t request_size = 0;
+    double total = 0;
+
+    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME, &total);
+    push_answer(L, e, j, status, request_size > 0, connects, total);
 }
 
 /* Request options ----------------------------------------------------------------- */
