@@ -11,8 +11,10 @@
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. package.path
 package.cpath = root .. "/build/?.so;" .. package.cpath
+package.path = root .. "/bench/?.lua;" .. package.path
 
 local cjson = require("cjson")
+local common = require("common")
 local socket = require("socket")
 local http = require("socket.http")
 
@@ -21,7 +23,7 @@ local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "5")
 local APPCODE = "bench-appcode"
 local LIMIT = root .. "/build/bench/limit"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = common.q
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -46,24 +48,7 @@ local ENV = "ALIOCR_APPCODE=" .. APPCODE .. " "
 
 -- The emulator ------------------------------------------------------------------
 
-local function start_emulator()
-  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. APPCODE .. " exec " .. q(root .. "/bin/aliocr-emulator") ..
-    " --port 0 --backend canned --no-fetch --log-max 0 2>&1"
-  local p = assert(io.popen("sh -c " .. q(cmd), "r"))
-  local pid = p:read("l")
-  local info = {}
-  for line in p:lines() do
-    if line == "ready" then info.ready = true break end
-    local k, v = line:match("^(%S+) (%S+)$")
-    if k then info[k] = v end
-  end
-  assert(info.ready, "the emulator did not start")
-  info.stop = function()
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-    p:close()
-  end
-  return info
-end
+local function start_emulator() return common.start_emulator(root, APPCODE) end
 
 local function settings(emu, t)
   local body = cjson.encode(t)

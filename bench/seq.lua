@@ -12,6 +12,7 @@
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. package.path
 package.cpath = root .. "/build/?.so;" .. package.cpath
+package.path = root .. "/bench/?.lua;" .. package.path
 
 local who, url, image, calls, rss_at = arg[1], arg[2], arg[3], tonumber(arg[4]), arg[5]
 assert(who and url and image and calls, "usage: seq.lua aliocr|luasocket URL IMAGE CALLS [RSS_AT]")
@@ -21,12 +22,7 @@ local clock = require("aliocr.core").monotonic
 
 local marks = {}
 for n in (rss_at or ""):gmatch("%d+") do marks[tonumber(n)] = true end
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
-  f:close()
-  return tonumber(kb)
-end
+local rss_kb = require("common").rss_kb
 
 local call
 if who == "aliocr" then

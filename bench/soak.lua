@@ -11,8 +11,10 @@
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. package.path
 package.cpath = root .. "/build/?.so;" .. package.cpath
+package.path = root .. "/bench/?.lua;" .. package.path
 
 local cjson = require("cjson")
+local common = require("common")
 local http = require("socket.http")
 local ltn12 = require("ltn12")
 local aliocr = require("aliocr")
@@ -22,35 +24,9 @@ local CALLS = tonumber(arg[1] or "200000")
 local BLOCK = 100            -- calls per block; the first tenth of each meets a fault
 local APPCODE = "soak-appcode"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local rss_kb, open_fds = common.rss_kb, common.open_fds
 
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
-  f:close()
-  return tonumber(kb)
-end
-
-local function open_fds()
-  local p = assert(io.popen("ls /proc/" .. (io.open("/proc/self/stat"):read("l"):match("^%d+")) .. "/fd"))
-  local n = 0
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
-end
-
--- The emulator, on free ports, canned answers, no request log.
-local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. APPCODE .. " exec " .. q(root .. "/bin/aliocr-emulator") ..
-  " --port 0 --backend canned --no-fetch --log-max 0 2>&1"
-local p = assert(io.popen("sh -c " .. q(cmd), "r"))
-local pid = p:read("l")
-local emu = {}
-for line in p:lines() do
-  if line == "ready" then emu.ready = true break end
-  local k, v = line:match("^(%S+) (%S+)$")
-  if k then emu[k] = v end
-end
-assert(emu.ready, "the emulator did not start")
+local emu = common.start_emulator(root, APPCODE)
 
 local function control(method, path, value)
   local body = value and cjson.encode(value) or ""
@@ -117,8 +93,7 @@ local ok, err = pcall(function()
   if #problems > 0 then error(table.concat(problems, "; "), 0) end
   print("ok: stats equal the ledger, no descriptor leaked, resident size flat")
 end)
-os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-p:close()
+emu.stop()
 if not ok then
   io.stderr:write("soak: ", tostring(err), "\n")
   os.exit(1)

@@ -15,9 +15,7 @@
 
 #include <stdint.h>
 
-#include <lualib.h>
-
-int luaopen_aliocr_core(lua_State *L); /* src/core.c */
+#include "harness.h"
 
 static lua_State *L;
 static engine *E;
@@ -42,27 +40,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    /* The Lua layer from the source tree (run from the repository's root). */
-    if (luaL_dostring(L, "package.path = 'lua/?.lua;' .. package.path") != LUA_OK)
-        abort();
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_aliocr_core);
-    lua_setfield(L, -2, "aliocr.core");
-    lua_pop(L, 2);
+    L = harness_state();
     if (luaL_dostring(L, "return require('aliocr.core').engine()") != LUA_OK) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         abort();
     }
     E = luaL_checkudata(L, -1, ALIOCR_ENGINE);
     luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the engine alive */
-    if (luaL_loadstring(L, check_lua) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        abort();
-    }
-    check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    check_ref = harness_function(L, check_lua);
     return 0;
 }
 
