@@ -25,6 +25,19 @@ function M.open_fds()
   return n
 end
 
+--- A request to the control endpoint of `emu` (what start_emulator
+-- returned): `value` is sent as JSON; returns the decoded answer.
+function M.control(emu, method, path, value)
+  local cjson, http, ltn12 = require("cjson"), require("socket.http"), require("ltn12")
+  local body = value and cjson.encode(value) or ""
+  local out = {}
+  local _, status = http.request({ url = emu.control .. path, method = method, sink = ltn12.sink.table(out),
+    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
+    source = ltn12.source.string(body) })
+  assert(status == 200, method .. " " .. path .. ": HTTP " .. tostring(status))
+  return cjson.decode(table.concat(out))
+end
+
 --- Starts bin/aliocr-emulator from the tree at `root`, accepting `appcode`
 -- (from the environment, out of the process list); returns what it printed
 -- (endpoint, advanced, control, images, ...) with a stop() function.

@@ -50,18 +50,9 @@ local ENV = "ALIOCR_APPCODE=" .. APPCODE .. " "
 
 local function start_emulator() return common.start_emulator(root, APPCODE) end
 
-local function settings(emu, t)
-  local body = cjson.encode(t)
-  local _, status = http.request({ url = emu.control .. "/settings", method = "POST",
-    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
-    source = require("ltn12").source.string(body) })
-  assert(status == 200, "settings: HTTP " .. tostring(status))
-end
+local function settings(emu, t) common.control(emu, "POST", "/settings", t) end
 
-local function ledger(emu)
-  local body = assert(http.request(emu.control .. "/ledger"))
-  return cjson.decode(body).total
-end
+local function ledger(emu) return common.control(emu, "GET", "/ledger").total end
 
 -- The contenders -------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ package.path = root .. "/bench/?.lua;" .. package.path
 
 local cjson = require("cjson")
 local common = require("common")
-local http = require("socket.http")
-local ltn12 = require("ltn12")
 local aliocr = require("aliocr")
 local clock = require("aliocr.core").monotonic
 
@@ -28,15 +26,7 @@ local rss_kb, open_fds = common.rss_kb, common.open_fds
 
 local emu = common.start_emulator(root, APPCODE)
 
-local function control(method, path, value)
-  local body = value and cjson.encode(value) or ""
-  local out = {}
-  local _, status = http.request({ url = emu.control .. path, method = method, sink = ltn12.sink.table(out),
-    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
-    source = ltn12.source.string(body) })
-  assert(status == 200, method .. " " .. path .. ": HTTP " .. tostring(status))
-  return cjson.decode(table.concat(out))
-end
+local function control(method, path, value) return common.control(emu, method, path, value) end
 
 local modes = {
   { mode = "service_unavailable" }, { mode = "vendor_error", msg = "图片下载失败" }, { mode = "not_json" },

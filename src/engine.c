@@ -874,7 +874,6 @@ static int engine_call(lua_State *L)
     j->too_large = j->too_large_declared = 0;
     j->errbuf[0] = '\0';
     j->result = CURLE_OK;
-    j->next = NULL;
     if (curl_multi_add_handle(e->multi, p->easy) != CURLM_OK)
         return luaL_error(L, "could not set up the transfer (out of memory?)");
     p->busy = 1;
