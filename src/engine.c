@@ -40,6 +40,8 @@ typedef struct job {
     curl_off_t max_bytes;
     int too_large;
     int too_large_declared;    /* a Content-Length over max_bytes was seen */
+    int requests;              /* requests libcurl began for this transfer */
+    int resend_refused;        /* a resend after the request went out was stopped */
     int decode;
     int lean;                  /* the response has only what the client reads */
     struct profile *profile;   /* the prepared call this job belongs to, or NULL */
@@ -136,6 +138,32 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         return 0;
     }
     return bytes;
+}
+
+/* Called by libcurl right before it sends a request on a connection. A
+ * second request in one transfer is libcurl's own resend: a kept-alive
+ * connection died before any byte of the answer, and libcurl sends the
+ * request again on a new one. Once any of the request went out, the gateway
+ * may have received it and billed it, so the resend is refused: the transfer
+ * ends with no answer, billing unknown. A resend of a request of which
+ * nothing went out (the connection was found dead while writing its first
+ * byte) goes ahead. */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    job *j = ud;
+    curl_off_t sent = 0;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (j->requests++ == 0)
+        return CURL_PREREQFUNC_OK;
+    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &sent);
+    if (sent > 0) {
+        j->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
 }
 
 /* Engine ---------------------------------------------------------------------- */
@@ -442,7 +470,21 @@ static void push_answer(lua_State *L, engine *e, const job *j, long status, int 
     }
     lua_pushboolean(L, j->too_large);
     lua_setfield(L, -2, "too_large");
-    if (j->result != CURLE_OK) {
+    if (j->result != CURLE_OK && j->resend_refused) {
+        /* See on_prereq: the answer never came, and libcurl's resend was
+         * stopped. The error buffer has the first attempt's failure, if
+         * libcurl worded one. */
+        static const char aborted[] = "operation aborted by pre-request callback";
+        int why = j->errbuf[0] && strncmp(j->errbuf, aborted, sizeof aborted - 1) != 0;
+        lua_pushinteger(L, j->result);
+        lua_setfield(L, -2, "curl_code");
+        lua_pushliteral(L, "GOT_NOTHING");
+        lua_setfield(L, -2, "curl_name");
+        lua_pushfstring(L, "the kept-alive connection closed before any byte of the answer%s%s%s; "
+                        "the request was not sent again, since the gateway may have received it",
+                        why ? " (" : "", why ? j->errbuf : "", why ? ")" : "");
+        lua_setfield(L, -2, "curl_error");
+    } else if (j->result != CURLE_OK) {
         lua_pushinteger(L, j->result);
         lua_setfield(L, -2, "curl_code");
         const char *name = curl_code_name(j->result);
@@ -662,6 +704,8 @@ static int setup_easy(job *j, const request *r)
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)j);
     SET(CURLOPT_ERRORBUFFER, j->errbuf);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, (void *)j);
     if (r->post) {
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         SET(CURLOPT_COPYPOSTFIELDS, r->body ? r->body : "");
@@ -872,6 +916,7 @@ static int engine_call(lua_State *L)
     j = &p->job;
     j->body.len = j->head.len = 0;
     j->too_large = j->too_large_declared = 0;
+    j->requests = j->resend_refused = 0;
     j->errbuf[0] = '\0';
     j->result = CURLE_OK;
     if (curl_multi_add_handle(e->multi, p->easy) != CURLM_OK)

@@ -199,9 +199,10 @@ local function read_to_close(sock, cap)
 end
 
 -- One try on one connection. Returns the response; `stale` is set when a
--- kept-alive connection turned out to be dead before any byte of an answer
--- (the server closed it while idle): the caller tries once more on a new one,
--- as libcurl does.
+-- kept-alive connection turned out to be dead while the request was being
+-- written (the server closed it while idle), so that the gateway cannot have
+-- received all of it: the caller tries once more on a new one. Once the
+-- request went out, a connection that dies gives an error, never a resend.
 function Engine:_once(req, deadline, fresh)
   local r = { status = 0, headers = {}, body = "", sent = false, too_large = false, connects = 0 }
   local scheme, host, port, path = parse_url(req.url)
@@ -302,8 +303,11 @@ function Engine:_once(req, deadline, fresh)
     sock:close()
     err = head_or_err
     if may_be_stale and not got_any and (err == "closed" or err == "connection reset by peer") then
-      r.stale = true
-      return r
+      -- The whole request went out: the gateway may have received it and
+      -- billed it, so it is not sent again (the C engine refuses libcurl's
+      -- resend in the same case).
+      return failure(r, "GOT_NOTHING", "the kept-alive connection closed before any byte of the answer (" ..
+        err .. "); the request was not sent again, since the gateway may have received it")
     end
     if partial_status then r.status, r.headers = partial_status, partial_headers end
     if err == "timeout" then return failure(r, "OPERATION_TIMEDOUT", "operation timed out: no complete answer") end
