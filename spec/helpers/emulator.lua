@@ -123,6 +123,20 @@ function Emulator:reset() return self:ctl("POST", "/reset") end
 function Emulator:fault(rule) return self:ctl("POST", "/faults", rule) end
 function Emulator:ledger() return (self:ctl("GET", "/ledger")) end
 function Emulator:requests(since) return (self:ctl("GET", "/requests" .. (since and ("?since=" .. since) or ""))) end
+--- The ledger once the emulator has settled every answer (it bills in
+-- nginx's log phase, after the answer went out): read until it stops
+-- changing for 0.1 s (at most 5 s).
+function Emulator:settled_ledger()
+  local cjson = require("cjson")
+  local last = cjson.encode(self:ledger())
+  for _ = 1, 50 do
+    socket.sleep(0.1)
+    local now = cjson.encode(self:ledger())
+    if now == last then break end
+    last = now
+  end
+  return cjson.decode(last)
+end
 function Emulator:connections() return (self:ctl("GET", "/connections")) end
 function Emulator:settings(changes)
   if changes then return self:ctl("POST", "/settings", changes) end

@@ -1,8 +1,11 @@
--- A plain HTTP client for specs: the curl command line, one process a call.
+-- A plain HTTP client for specs: the curl command line, one process a call
+-- (and, for the emulator's control endpoint and the specs' own handlers, a
+-- plain exchange in this process).
 -- It reports what a real client sees, failures included: curl's exit code
 -- tells a reset (56) from a truncated body (18), an empty reply (52) or a
 -- timeout (28), and the headers that arrived before a failure are kept.
 local cjson = require("cjson")
+local socket = require("socket")
 local sh = require("helpers.sh")
 
 local M = {}
@@ -107,15 +110,43 @@ end
 --- Decodes a JSON body (raises on bad JSON, which is what specs want).
 function M.json(res) return cjson.decode(res.body) end
 
+--- One HTTP/1.0 exchange in this process (luasocket; no curl process), for
+-- the emulator's control endpoint and the specs' nginx handlers, which
+-- answer and close: `url` is http://host:port/path; `body`, when given, is
+-- sent as `content_type` (default JSON). Returns the status and the body;
+-- raises when the server cannot be reached or does not answer in `timeout`
+-- seconds (default 30).
+function M.exchange(url, method, body, content_type, timeout)
+  local host, port, path = url:match("^http://([^/:]+):(%d+)(/.*)$")
+  assert(host, "not an http://host:port/path URL: " .. url)
+  local c = socket.tcp()
+  c:settimeout(timeout or 30)
+  local ok, err = c:connect(host, tonumber(port))
+  if not ok then
+    c:close()
+    error("cannot reach " .. url .. ": " .. tostring(err), 2)
+  end
+  local lines = { method .. " " .. path .. " HTTP/1.0", "Host: " .. host .. ":" .. port }
+  if body then
+    lines[#lines + 1] = "Content-Type: " .. (content_type or "application/json")
+    lines[#lines + 1] = "Content-Length: " .. #body
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = body or ""
+  local sent, serr = c:send(table.concat(lines, "\r\n"))
+  local data, rerr = nil, serr
+  if sent then data, rerr = c:receive("*a") end
+  c:close()
+  local head, rest = (data or ""):match("^(.-)\r\n\r\n(.*)$")
+  local status = head and tonumber(head:match("^HTTP/%d%.%d (%d+)"))
+  if not status then error(url .. " gave no answer: " .. tostring(rerr), 2) end
+  return status, rest
+end
+
 --- A control-endpoint call: returns the decoded JSON and the status.
 function M.control(emu, method, path, value)
-  local res = M.request({
-    url = emu.control .. path, method = method,
-    body = value ~= nil and cjson.encode(value) or nil,
-    content_type = value ~= nil and "application/json" or nil,
-  })
-  assert(res.exit == 0, "control endpoint unreachable: " .. tostring(res.error))
-  return cjson.decode(res.body), res.status
+  local status, body = M.exchange(emu.control .. path, method, value ~= nil and cjson.encode(value) or nil)
+  return cjson.decode(body), status
 end
 
 M.null = cjson.null

@@ -1,7 +1,10 @@
 -- Runs a client-side nginx (Debian's, with its Lua module) for specs: one
 -- worker, on a free loopback port, from a configuration text, in a scratch
 -- prefix under $TMPDIR; stop() leaves no process and no file behind.
+local cjson = require("cjson")
 local socket = require("socket")
+local http = require("helpers.http")
+local luassert = require("luassert")
 local sh = require("helpers.sh")
 local util = require("helpers.util")
 
@@ -83,6 +86,50 @@ function Nginx:stop()
   os.execute("rm -rf " .. q(self.prefix))
   self.left = left
   return left
+end
+
+--- The configuration of examples/openresty/nginx.conf with this checkout's
+-- paths, a free port, `ca_file` as the CAs nginx trusts, and the test
+-- locations of helpers.nginx_case (/case, /case_untrusted, /batch,
+-- /misuse, /filter).
+function M.test_config(ca_file)
+  local text = read_all(M.example_conf)
+  local root = M.root
+  local function swap(from, to)
+    local i, j = text:find(from, 1, true)
+    luassert(i, "examples/openresty/nginx.conf no longer has: " .. from)
+    text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
+  end
+  local is_root = capture("id -u"):match("^0") ~= nil
+  swap("pid logs/nginx.pid;", "pid logs/nginx.pid;" .. (is_root and "\nuser root;" or ""))
+  swap("listen 127.0.0.1:8081;", "listen 127.0.0.1:@PORT@;")
+  swap('"/usr/local/share/lua/5.1/?.lua;$prefix/?.lua;;"',
+    '"' .. root .. "/lua/?.lua;" .. root .. "/examples/openresty/?.lua;" .. root .. '/spec/?.lua;;"')
+  swap('"/usr/local/lib/lua/5.1/?.so;;"', '"' .. root .. '/build/jit/?.so;;"')
+  swap("lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;",
+    "lua_ssl_trusted_certificate " .. ca_file .. ";")
+  swap('location = /ping { return 200 "pong\\n"; }', [[location = /ping { return 200 "pong\n"; }
+
+    location = /case { content_by_lua_block { require("helpers.nginx_case").case() } }
+    location = /case_untrusted {
+      lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;
+      content_by_lua_block { require("helpers.nginx_case").case() }
+    }
+    location = /batch { content_by_lua_block { require("helpers.nginx_case").batch() } }
+    location = /misuse { content_by_lua_block { require("helpers.nginx_case").misuse() } }
+    location = /filter {
+      header_filter_by_lua_block { require("helpers.nginx_case").header_filter() }
+      return 200 "filtered\n";
+    }]])
+  return text
+end
+
+--- POSTs `value` as JSON to `path` of this nginx; asserts a 200 and
+-- returns the decoded answer.
+function Nginx:post(path, value, timeout)
+  local status, body = http.exchange(self.url .. path, "POST", cjson.encode(value), "application/json", timeout)
+  luassert.equal(200, status, path .. " answered " .. status .. ": " .. body .. "\n" .. self:log())
+  return cjson.decode(body)
 end
 
 return M

@@ -16,14 +16,14 @@ local function say(t)
   ngx.say(cjson.encode(t))
 end
 
---- POST /case { client = options, kind, url, opts, warm }: one call on a
--- new client (after a call of the kind `warm`, when given, so that the call
+--- POST /case { client = options, kind, url, opts, warm, warm_opts }: one
+-- call on a new client (after a call of the kind `warm`, when given, so that the call
 -- goes out on a connection used before); answers the outcome
 -- (helpers.outcome) and the transport used.
 function M.case()
   local c = body_json()
   local client = aliocr.new(c.client)
-  if c.warm then client[c.warm](client, c.url) end
+  if c.warm then client[c.warm](client, c.url, c.warm_opts) end
   local res, err = client[c.kind](client, c.url, c.opts)
   local out = outcome.of(res, err, client:stats())
   out.transport = client._transport
@@ -32,13 +32,15 @@ function M.case()
   say(out)
 end
 
---- POST /batch { client, kind, urls, concurrency, raise_at }: a batch;
--- answers the outcomes in order, the summary, the stats and the progress
--- count. With raise_at, on_progress raises when that many are done: the
--- answer has the error instead of outcomes.
+--- POST /batch { client, kind, urls, concurrency, raise_at, warm,
+-- warm_opts }: a batch (after a call of the kind `warm` of the first image,
+-- when given); answers the outcomes in order, the summary, the stats and the
+-- progress count. With raise_at, on_progress raises when that many are
+-- done: the answer has the error instead of outcomes.
 function M.batch()
   local c = body_json()
   local client = aliocr.new(c.client)
+  if c.warm then client[c.warm](client, c.urls[1], c.warm_opts) end
   local progress = 0
   local ok, results, summary = pcall(client.batch, client, c.kind, c.urls, {
     concurrency = c.concurrency,
