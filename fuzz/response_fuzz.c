@@ -8,8 +8,9 @@
  * crash, a sanitizer report or a Lua error anywhere is a finding.
  *
  * Input: byte 0-1 status (big-endian, mod 1000); byte 2 flags (1 decode,
- * 2 lean, 4 transfer failed, 8 too large, 16 request sent); byte 3-4 the
- * header block's length; then the header block, then the body.
+ * 2 lean, 4 transfer failed, 8 too large, 16 request sent, 32 libcurl's
+ * resend refused, 64 the body's start as libcurl's error text); byte 3-4
+ * the header block's length; then the header block, then the body.
  */
 #include "../src/engine.c"
 
@@ -29,6 +30,8 @@ static const char check_lua[] =
     "  if err then\n"
     "    assert(type(err.kind) == 'string' and type(tostring(err)) == 'string')\n"
     "    assert(err.billed == true or err.billed == false or err.billed == nil)\n"
+    "    -- A refused resend: sent, no answer, so billing is unknown.\n"
+    "    if r.curl_name == 'GOT_NOTHING' and r.sent and r.status == 0 then assert(err.billed == nil) end\n"
     "    return\n"
     "  end\n"
     "  if not r.integers then result.normalize(r.json) end\n"
@@ -72,6 +75,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     j.result = (flags & 4) ? CURLE_RECV_ERROR : CURLE_OK;
     j.too_large = (flags & 8) != 0;
     j.max_bytes = DEFAULT_MAX_BYTES;
+    if (flags & 32) {
+        /* No answer came (so nothing was too large either). */
+        j.result = CURLE_ABORTED_BY_CALLBACK;
+        j.resend_refused = 1;
+        j.too_large = 0;
+    }
+    if (flags & 64) {
+        size_t n = size - head_len;
+        if (n > sizeof j.errbuf - 1)
+            n = sizeof j.errbuf - 1;
+        memcpy(j.errbuf, data + head_len, n);
+        j.errbuf[n] = '\0';
+    }
     if (buffer_append(&j.head, (const char *)data, head_len) != 0 ||
         buffer_append(&j.body, (const char *)data + head_len, size - head_len) != 0)
         abort();
