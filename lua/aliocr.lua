@@ -60,6 +60,10 @@ local M = {
 -- @string[opt] opts.user_agent the User-Agent (`aliocr/<v> libcurl/<v>`)
 -- @string[opt="POST"] opts.method `"GET"` sends the parameters as a query
 -- @int[opt=8] opts.concurrency transfers at once for `submit` and `batch`
+-- @int[opt=10] opts.idle_timeout seconds a kept-alive connection may have
+--   been idle and still be used again (a longer-idle one is closed and a new
+--   one made), so that a call does not go out on a connection the server is
+--   closing
 -- @string[opt] opts.transport `"curl"` (libcurl, the default outside nginx)
 --   or `"resty"` (nginx's non-blocking sockets, the default inside nginx)
 -- @treturn aliocr.client.Client the client

@@ -145,6 +145,30 @@ describe("client connections", function()
     assert.equal(2, log[2].connection_requests)
   end)
 
+  it("does not use a connection idle longer than idle_timeout: a new one, and no error", function()
+    local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, idle_timeout = 1 })
+    finally(function() client:close() end)
+    assert.truthy(client:recognize(emu.image))
+    -- libcurl counts whole seconds of idleness: more than 1 means 2.
+    socket.sleep(2.2)
+    local res, err = client:recognize(emu.image)
+    assert.is_nil(err)
+    assert.equal(1, res.attempts)
+    assert.equal(2, emu:connections().accepted)
+    local log = emu:requests()
+    assert.equal(2, #log)
+    assert.are_not.equal(log[1].connection, log[2].connection)
+    assert.equal(2, client:stats().attempts)
+  end)
+
+  it("idle_timeout must be a whole number of seconds, at least 1", function()
+    for _, bad in ipairs({ 0, 0.5, -1, "10" }) do
+      local ok, e = pcall(aliocr.new, { appcode = "demo", endpoint = emu.endpoint, idle_timeout = bad })
+      assert.is_false(ok)
+      assert.matches("idle_timeout", tostring(e))
+    end
+  end)
+
   it("keeps the connection across non-2xx answers with a body", function()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, retries = 0 })
     finally(function() client:close() end)

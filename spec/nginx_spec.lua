@@ -279,6 +279,19 @@ describe("inside nginx", function()
       assert.equal(4, out.progress)
     end)
 
+    it("uses a pooled connection again within idle_timeout, and not after it", function()
+      for _, case in ipairs({ { idle = 10, same = true }, { idle = 1, same = false } }) do
+        emu:reset()
+        local out = ngx_:post("/case", { client = { appcode = "demo", endpoint = emu.endpoint,
+          idle_timeout = case.idle }, kind = "recognize", url = emu.image, warm = "handwriting", pause = 1.3 })
+        assert.equal(1, out.result.ok)
+        assert.equal(1, out.result.attempts)
+        local log = emu:requests()
+        assert.equal(2, #log)
+        assert.equal(case.same, log[1].connection == log[2].connection, "idle_timeout " .. case.idle)
+      end
+    end)
+
     it("keeps the connection alive across calls of a client", function()
       local urls = {}
       for i = 1, 30 do urls[i] = emu.image .. "?n=" .. i end

@@ -70,6 +70,7 @@ typedef struct engine {
     int decode_ref;            /* registry: the decode function of our cjson instance */
     profile *profiles[PROFILE_MAX];
     int nprofiles;
+    long idle_s;               /* a connection idle longer is not reused */
     int closed;
 } engine;
 
@@ -688,6 +689,7 @@ static int setup_easy(job *j, const request *r)
 #endif
     SET(CURLOPT_FOLLOWLOCATION, 0L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_MAXAGE_CONN, j->engine->idle_s);
     SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     SET(CURLOPT_SSL_VERIFYPEER, r->verify ? 1L : 0L);
@@ -1078,27 +1080,32 @@ static int engine_tostring(lua_State *L)
 
 /***
  * A new engine: `{ json_max_depth = 64, max_host_connections = 0 (no limit),
- * max_connections = 32 }`.
+ * max_connections = 32, idle_timeout = 10 }` (idle_timeout: the seconds a
+ * kept-alive connection may have been idle and still be used again).
  * @function engine
  */
 static int engine_new(lua_State *L)
 {
-    lua_Number depth = 64, host = 0, conns = 32;
+    lua_Number depth = 64, host = 0, conns = 32, idle = 10;
     engine *e;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         depth = opt_number(L, 1, "json_max_depth", depth);
         host = opt_number(L, 1, "max_host_connections", host);
         conns = opt_number(L, 1, "max_connections", conns);
+        idle = opt_number(L, 1, "idle_timeout", idle);
     }
     if (depth < 1 || depth > 1000)
         return luaL_error(L, "json_max_depth must be from 1 to 1000");
     if (host < 0 || conns < 1)
         return luaL_error(L, "max_host_connections must be >= 0 and max_connections >= 1");
+    if (idle < 1 || idle > 86400 || idle != (lua_Number)(long)idle)
+        return luaL_error(L, "idle_timeout must be a whole number of seconds from 1 to 86400");
 
     e = lua_newuserdata(L, sizeof *e);
     memset(e, 0, sizeof *e);
     e->decode_ref = LUA_NOREF;
+    e->idle_s = (long)idle;
     luaL_setmetatable(L, ALIOCR_ENGINE);
     e->multi = curl_multi_init();
     if (!e->multi)

@@ -30,7 +30,7 @@ local OPTIONS = {
   retries = "number", retry_unknown = "boolean", retry_delay = "number", retry_max_delay = "number",
   proxy = "string", ca_file = "string", tls_verify = "boolean", max_response_bytes = "number",
   user_agent = "string", concurrency = "number", transport = "string", json_max_depth = "number",
-  method = "string",
+  method = "string", idle_timeout = "number",
 }
 
 local CALL_OPTIONS = { show = true, params = true, timeout = true, method = true, retries = true }
@@ -185,6 +185,7 @@ function Client.new(opts)
     _user_agent = header_safe(opts.user_agent, "user_agent") or
       ("aliocr/" .. core.versions().aliocr .. " libcurl/" .. core.versions().curl),
     _concurrency = opts.concurrency and whole(opts.concurrency, "concurrency", 1, 1e4) or 8,
+    _idle_timeout = opts.idle_timeout and whole(opts.idle_timeout, "idle_timeout", 1, 86400) or 10,
     _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {} },
     -- Jobs of submit and batch: waiting for a free slot, under way (by
     -- engine id), waiting for a retry, finished with a callback to run.
@@ -198,11 +199,13 @@ function Client.new(opts)
   -- Prepared calls: libcurl, outside nginx (where the curl transport raises).
   self._fast = transport == "curl" and not resty.available()
   if transport == "resty" then
-    self._engine = resty.engine({ json_max_depth = opts.json_max_depth, pool_size = math.max(30, self._concurrency) })
+    self._engine = resty.engine({ json_max_depth = opts.json_max_depth, pool_size = math.max(30, self._concurrency),
+      idle_timeout = self._idle_timeout })
   else
     self._engine = core.engine({
       json_max_depth = opts.json_max_depth or 64,
       max_connections = math.max(16, 2 * self._concurrency),
+      idle_timeout = self._idle_timeout,
     })
   end
   return self

@@ -74,7 +74,8 @@ end
 local Engine = {}
 Engine.__index = Engine
 
---- A new engine: `{ json_max_depth = 64, pool_size = 30 }`.
+--- A new engine: `{ json_max_depth = 64, pool_size = 30, idle_timeout = 10 }`
+-- (idle_timeout: the seconds a kept-alive connection stays in nginx's pool).
 function M.engine(opts)
   local cjson = require("cjson").new()
   cjson.decode_max_depth(opts.json_max_depth or 64)
@@ -82,7 +83,7 @@ function M.engine(opts)
   return setmetatable({
     decode = cjson.decode,
     pool_size = opts.pool_size or 30,
-    idle_ms = opts.idle_ms or 60000,
+    idle_ms = (opts.idle_timeout or 10) * 1000,
   }, Engine)
 end
 

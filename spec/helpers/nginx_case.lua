@@ -16,14 +16,15 @@ local function say(t)
   ngx.say(cjson.encode(t))
 end
 
---- POST /case { client = options, kind, url, opts, warm, warm_opts }: one
--- call on a new client (after a call of the kind `warm`, when given, so that the call
--- goes out on a connection used before); answers the outcome
--- (helpers.outcome) and the transport used.
+--- POST /case { client = options, kind, url, opts, warm, warm_opts, pause }:
+-- one call on a new client (after a call of the kind `warm`, when given, and
+-- `pause` seconds, so that the call goes out on a connection used before);
+-- answers the outcome (helpers.outcome) and the transport used.
 function M.case()
   local c = body_json()
   local client = aliocr.new(c.client)
   if c.warm then client[c.warm](client, c.url, c.warm_opts) end
+  if c.pause then ngx.sleep(c.pause) end
   local res, err = client[c.kind](client, c.url, c.opts)
   local out = outcome.of(res, err, client:stats())
   out.transport = client._transport
