@@ -115,13 +115,7 @@ describe("the fault matrix", function()
 
   -- The emulator set up for `row`; the client options and the image URLs.
   local function prepare(row)
-    emu:reset()
-    if row.settings then emu:settings(row.settings) end
-    if row.rule then
-      local rule = { api = "advanced" }
-      for k, v in pairs(row.rule) do rule[k] = v end
-      emu:fault(rule)
-    end
+    faults.arrange(emu, row)
     local opts = { appcode = "demo", endpoint = emu.endpoint, retries = 1, retry_delay = 0.01,
       timeout = row.timeout or slow(10) }
     if row.refused then opts.endpoint = "http://127.0.0.1:" .. util.closed_port() end

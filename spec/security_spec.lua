@@ -99,15 +99,6 @@ describe("secrets", function()
     it("never show under " .. row[1], function()
       for _, auth in ipairs(AUTHS) do
         local secret, wrong = auth.secret, row.client and row.client.appcode ~= nil
-        local function prepare()
-          emu:reset()
-          if row.settings then emu:settings(row.settings) end
-          if row.rule then
-            local rule = { api = "advanced" }
-            for k, v in pairs(row.rule) do rule[k] = v end
-            emu:fault(rule)
-          end
-        end
         local endpoint = row.refused and ("http://127.0.0.1:" .. util.closed_port()) or emu.endpoint
         local opts = auth.client(wrong)
         opts.endpoint, opts.retries, opts.retry_delay, opts.timeout = endpoint, 1, 0.01, row.timeout or util.slow(10)
@@ -117,7 +108,7 @@ describe("secrets", function()
         local what = auth.name .. ", " .. row[1]
 
         -- libcurl: a call, a job, the client and its stats.
-        prepare()
+        faults.arrange(emu, row)
         local c = aliocr.new(opts)
         c:handwriting(emu.image, { timeout = util.slow(10) })
         local res, err = c:recognize(emu.image)
@@ -131,14 +122,14 @@ describe("secrets", function()
         assert_hidden(secret, what .. ": a closed client", tostring(c))
 
         -- Inside nginx: the outcome and the transport's own message.
-        prepare()
+        faults.arrange(emu, row)
         local out = ngx_:post("/case", { client = opts, kind = "recognize", url = emu.image, warm = "handwriting",
           warm_opts = { timeout = util.slow(10) } })
         assert_hidden(secret, what .. ": inside nginx", out)
 
         -- The command line tool, in JSON (every field of each error) and in
         -- text (errors as their tostring, on stderr).
-        prepare()
+        faults.arrange(emu, row)
         local env = auth.env(wrong)
         env.ALIOCR_ENDPOINT = endpoint
         for _, format in ipairs(WITH_TOOL and { "json", "text" } or {}) do

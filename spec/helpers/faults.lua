@@ -127,4 +127,16 @@ function M.rows()
   return list
 end
 
+--- Sets emulator `emu` up for `row`: forgets what came before, applies the
+-- row's settings and its fault rule (for interface one only).
+function M.arrange(emu, row)
+  emu:reset()
+  if row.settings then emu:settings(row.settings) end
+  if row.rule then
+    local rule = { api = "advanced" }
+    for k, v in pairs(row.rule) do rule[k] = v end
+    emu:fault(rule)
+  end
+end
+
 return M
