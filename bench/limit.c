@@ -48,6 +48,27 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return on_body(p, size, n, ud);
 }
 
+/* As aliocr's engine: refuse libcurl's resend of a request that already went
+ * out (one call, one request on the wire). */
+typedef struct {
+    CURL *easy;
+    long requests;
+} transfer;
+
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    transfer *t = ud;
+    curl_off_t sent = 0;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (t->requests++ == 0)
+        return CURL_PREREQFUNC_OK;
+    curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &sent);
+    return sent > 0 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -65,6 +86,7 @@ int main(int argc, char **argv)
     long calls, i, status = 0;
     double start;
     CURL *easy;
+    transfer t;
 
     if (argc != 4 || !appcode || (calls = atol(argv[3])) <= 0) {
         fprintf(stderr, "usage: ALIOCR_APPCODE=<code> limit <interface URL> <image URL> <calls>\n");
@@ -98,11 +120,16 @@ int main(int argc, char **argv)
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, 10L);
+    t.easy = easy;
+    curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(easy, CURLOPT_PREREQDATA, (void *)&t);
 
     start = now();
     for (i = 0; i < calls; i++) {
         CURLcode rc;
         body.len = head.len = 0;
+        t.requests = 0;
         rc = curl_easy_perform(easy);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
         if (rc != CURLE_OK || status != 200) {
