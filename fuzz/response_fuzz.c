@@ -91,7 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (buffer_append(&j.head, (const char *)data, head_len) != 0 ||
         buffer_append(&j.body, (const char *)data + head_len, size - head_len) != 0)
         abort();
-    push_answer(L, E, &j, status, (flags & 16) != 0, 1, 0.0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, E->decode_ref);
+    push_answer(L, lua_gettop(L), &j, status, (flags & 16) != 0, 1, 0.0);
+    lua_remove(L, -2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, check_ref);
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

@@ -21,6 +21,7 @@
 #define IDLE_MAX 64               /* easy handles kept for reuse */
 #define PROFILE_MAX 8             /* prepared calls per engine */
 #define DEFAULT_MAX_BYTES (16 * 1024 * 1024)
+#define BUFFER_KEEP (256 * 1024)  /* a prepared call keeps buffers up to this size */
 
 typedef struct buffer {
     char *data;
@@ -55,6 +56,7 @@ typedef struct profile {
     struct curl_slist *headers;
     char *url;
     int post, busy;
+    int orphan;                /* the engine closed while the call was under way */
     buffer form;               /* url=<image>&..., the body or the query */
     buffer get_url;            /* GET: the interface URL with the query */
     job job;
@@ -272,16 +274,50 @@ static int is_done(const engine *e, const job *target)
 /* Drives transfers: one pass when wait_ms is 0; otherwise, unless `target`
  * (or, with no target, any transfer) has finished, waits up to wait_ms for
  * activity on the sockets and makes another pass. */
-static void drive(engine *e, int wait_ms, job *target)
+static CURLMcode drive(engine *e, int wait_ms, job *target)
 {
     int running = 0;
-    curl_multi_perform(e->multi, &running);
+    CURLMcode mc = curl_multi_perform(e->multi, &running);
     harvest(e);
-    if (wait_ms > 0 && running > 0 && !is_done(e, target)) {
-        curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
-        curl_multi_perform(e->multi, &running);
+    if (mc == CURLM_OK && wait_ms > 0 && running > 0 && !is_done(e, target)) {
+        mc = curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
+        if (mc == CURLM_OK)
+            mc = curl_multi_perform(e->multi, &running);
         harvest(e);
     }
+    return mc;
+}
+
+/* Raises for a failure of the multi handle itself (out of memory, a broken
+ * handle): driving it again would fail again, so no loop may go on. */
+static int multi_failed(lua_State *L, CURLMcode mc)
+{
+    return luaL_error(L, "libcurl's multi interface failed: %s", curl_multi_strerror(mc));
+}
+
+/* Gives the detached jobs `list` (linked by next) back to the engine, ahead
+ * of the finished ones it holds, for the next run; frees them when the
+ * engine was closed meanwhile. */
+static void job_free(engine *e, job *j);
+static void give_back(engine *e, job *list)
+{
+    job *tail = list;
+    if (!list)
+        return;
+    if (e->closed) {
+        while (list) {
+            job *next = list->next;
+            job_free(e, list);
+            list = next;
+        }
+        return;
+    }
+    while (tail->next)
+        tail = tail->next;
+    tail->next = e->done;
+    if (!e->done_tail)
+        e->done_tail = tail;
+    e->done = list;
 }
 
 static const char *curl_code_name(CURLcode c)
@@ -430,15 +466,50 @@ static void to_integers(lua_State *L, int idx)
 }
 #endif
 
-/* Decodes a JSON text with the engine's lua-cjson instance: pushes the value
- * (whole numbers as integers) and returns 1, or pushes the error and returns
- * 0. */
-static int decode_json(lua_State *L, engine *e, const char *p, size_t n)
+/* Whether the error on top of the stack is one of lua-cjson's parse errors
+ * ("... at character N", or the UTF-16/32 refusal) rather than anything else
+ * that can interrupt a decode: an interrupt (lua.c's SIGINT hook), an error
+ * raised by a finalizer, memory. */
+static int is_parse_error(lua_State *L)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
-    lua_pushlstring(L, p, n);
-    if (lua_pcall(L, 1, 1, 0) != 0)
+    size_t n;
+    const char *s, *at, *d;
+    if (lua_type(L, -1) != LUA_TSTRING)
         return 0;
+    s = lua_tolstring(L, -1, &n);
+    if (strstr(s, "does not support UTF-16 or UTF-32"))
+        return 1;
+    at = NULL;
+    for (d = strstr(s, " at character "); d; d = strstr(d + 1, " at character "))
+        at = d;
+    if (!at)
+        return 0;
+    d = at + sizeof " at character " - 1;
+    if (d >= s + n)
+        return 0;
+    for (; d < s + n; d++)
+        if (*d < '0' || *d > '9')
+            return 0;
+    return 1;
+}
+
+/* Decodes a JSON text with the lua-cjson decode function at stack index
+ * `decode` (the engine's instance, put on the stack by the method, so that
+ * closing the engine meanwhile cannot take it away): pushes the value (whole
+ * numbers as integers) and returns 1, or pushes the parse error and returns
+ * 0. Any other error (an interrupt, a finalizer's error, memory) is raised
+ * again: it is not something the answer said. */
+static int decode_json(lua_State *L, int decode, const char *p, size_t n)
+{
+    int status;
+    lua_pushvalue(L, decode);
+    lua_pushlstring(L, p, n);
+    status = lua_pcall(L, 1, 1, 0);
+    if (status != 0) {
+        if (status != LUA_ERRRUN || !is_parse_error(L))
+            lua_error(L);
+        return 0;
+    }
 #if LUA_VERSION_NUM >= 503
     if (lua_istable(L, -1))
         to_integers(L, lua_gettop(L));
@@ -449,7 +520,7 @@ static int decode_json(lua_State *L, engine *e, const char *p, size_t n)
 /* Pushes the response table of a job from what arrived (its header and body
  * buffers, how the transfer ended) and what libcurl measured. Needs no
  * libcurl handle: the fuzzing harness (fuzz/) calls it with made-up answers. */
-static void push_answer(lua_State *L, engine *e, const job *j, long status, int sent, long connects, double total)
+static void push_answer(lua_State *L, int decode, const job *j, long status, int sent, long connects, double total)
 {
     lua_createtable(L, 0, 14);
     lua_pushinteger(L, j->id);
@@ -498,7 +569,7 @@ static void push_answer(lua_State *L, engine *e, const job *j, long status, int 
         lua_setfield(L, -2, "curl_error");
     } else if (j->decode && j->body.len > 0) {
         /* JSON to tables, by lua-cjson, now that the transfer is over. */
-        if (decode_json(L, e, j->body.data, j->body.len)) {
+        if (decode_json(L, decode, j->body.data, j->body.len)) {
             lua_setfield(L, -2, "json");
             lua_pushboolean(L, 1);
             lua_setfield(L, -2, "integers");  /* already what result.normalize makes */
@@ -513,7 +584,7 @@ static void push_answer(lua_State *L, engine *e, const job *j, long status, int 
 }
 
 /* Pushes the response of a finished job (a table; see the README). */
-static void push_response(lua_State *L, engine *e, job *j)
+static void push_response(lua_State *L, int decode, job *j)
 {
     long status = 0, connects = 0;
     curl_off_t request_size = 0;
@@ -523,7 +594,38 @@ static void push_response(lua_State *L, engine *e, job *j)
     curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_size);
     curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME, &total);
-    push_answer(L, e, j, status, request_size > 0, connects, total);
+    push_answer(L, decode, j, status, request_size > 0, connects, total);
+}
+
+/* Building a response runs Lua: every allocation may run a finalizer, which
+ * may cancel jobs, close the engine or start another call on it, and an
+ * interrupt or a finalizer's error may be raised in the decode. So a job is
+ * taken off the engine's lists before its response is built (nothing Lua
+ * runs can reach it or free it), the decode function is kept on the stack,
+ * and the building is a protected call: on an error the caller still owns
+ * the job and decides (put it back, or free it) before raising again. */
+static int build_protected(lua_State *L)
+{
+    push_response(L, 2, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* Builds the response of the detached job j with the decode function at
+ * stack index `decode`: returns 0 with the response pushed, or the error
+ * status with the error pushed. */
+static int build(lua_State *L, int decode, job *j)
+{
+    lua_pushcfunction(L, build_protected);
+    lua_pushlightuserdata(L, j);
+    lua_pushvalue(L, decode);
+    return lua_pcall(L, 2, 1, 0);
+}
+
+/* Pushes the engine's decode function (see build); returns its index. */
+static int push_decode(lua_State *L, const engine *e)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
+    return lua_gettop(L);
 }
 
 /* Request options ----------------------------------------------------------------- */
@@ -725,6 +827,8 @@ static job *start(lua_State *L, engine *e, int t)
     request r;
     job *j;
     read_request(L, t, &r);
+    if (e->closed)
+        luaL_error(L, "attempt to use a closed aliocr engine");
     j = calloc(1, sizeof *j);
     if (!j) {
         luaL_error(L, "out of memory");
@@ -769,11 +873,25 @@ static int engine_perform(lua_State *L)
 {
     engine *e = check_engine(L, 1);
     job *j = start(L, e, 2);
-    while (!is_done(e, j))
-        drive(e, 1000, j);
-    push_response(L, e, j);
+    int status;
+    while (!is_done(e, j)) {
+        CURLMcode mc = drive(e, 1000, j);
+        if (mc != CURLM_OK) {
+            if (!is_done(e, j)) {
+                curl_multi_remove_handle(e->multi, j->easy);
+                unlink_job(&e->active, j);
+            } else {
+                unlink_done(e, j);
+            }
+            job_free(e, j);
+            return multi_failed(L, mc);
+        }
+    }
     unlink_done(e, j);
+    status = build(L, push_decode(L, e), j);
     job_free(e, j);
+    if (status != 0)
+        return lua_error(L);
     return 1;
 }
 
@@ -893,6 +1011,9 @@ static int engine_call(lua_State *L)
     profile *p;
     job *j;
     CURLcode rc;
+    int status;
+    if (e->closed) /* the arguments' conversion may have run a finalizer */
+        return luaL_error(L, "attempt to use a closed aliocr engine");
     if (id < 1 || id > e->nprofiles)
         return luaL_error(L, "no prepared call %d", (int)id);
     p = e->profiles[id - 1];
@@ -927,11 +1048,33 @@ static int engine_call(lua_State *L)
     j->id = ++e->next_id;
     j->next = e->active;
     e->active = j;
-    while (!is_done(e, j))
-        drive(e, 1000, j);
+    while (!is_done(e, j)) {
+        CURLMcode mc = drive(e, 1000, j);
+        if (mc != CURLM_OK) {
+            if (!is_done(e, j)) {
+                curl_multi_remove_handle(e->multi, p->easy);
+                unlink_job(&e->active, j);
+            } else {
+                unlink_done(e, j);
+            }
+            p->busy = 0;
+            return multi_failed(L, mc);
+        }
+    }
     unlink_done(e, j);
-    push_response(L, e, j);
+    status = build(L, push_decode(L, e), j);
     p->busy = 0;
+    if (p->orphan) {
+        profile_free(p); /* the engine was closed while the answer was built */
+    } else {
+        /* One huge answer must not keep its buffers until close. */
+        if (j->body.cap > BUFFER_KEEP)
+            buffer_free(&j->body);
+        if (j->head.cap > BUFFER_KEEP)
+            buffer_free(&j->head);
+    }
+    if (status != 0)
+        return lua_error(L);
     return 1;
 }
 
@@ -945,7 +1088,7 @@ static int engine_decode(lua_State *L)
     engine *e = check_engine(L, 1);
     size_t n;
     const char *p = luaL_checklstring(L, 2, &n);
-    if (decode_json(L, e, p, n))
+    if (decode_json(L, push_decode(L, e), p, n))
         return 1;
     lua_pushnil(L);
     lua_insert(L, -2);
@@ -955,7 +1098,10 @@ static int engine_decode(lua_State *L)
 /***
  * Drives the transfers under way for at most `timeout` seconds (0: a single
  * pass that never blocks); returns an array of the responses of the
- * transfers that finished, and the number still under way.
+ * transfers that finished, and the number still under way. When building a
+ * response raised (an interrupt, a finalizer's error, memory), also returns
+ * that error third: the responses built before it are in the array, and the
+ * rest wait for the next run.
  * @function run
  */
 static int engine_run(lua_State *L)
@@ -963,20 +1109,39 @@ static int engine_run(lua_State *L)
     engine *e = check_engine(L, 1);
     lua_Number timeout = luaL_optnumber(L, 2, 0);
     double deadline = aliocr_monotonic() + (timeout > 0 ? timeout : 0);
-    int n = 0, pending = 0;
-    job *j;
-    drive(e, 0, NULL);
-    while (!e->done && e->active) {
+    int n = 0, pending = 0, decode, list_idx;
+    job *j, *taken;
+    CURLMcode mc = drive(e, 0, NULL);
+    while (mc == CURLM_OK && !e->done && e->active) {
         double left = deadline - aliocr_monotonic();
         if (left <= 0)
             break;
-        drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1, NULL);
+        mc = drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1, NULL);
     }
+    if (mc != CURLM_OK)
+        return multi_failed(L, mc);
+    /* The finished jobs are ours from here on (see build). */
+    taken = e->done;
+    e->done = e->done_tail = NULL;
+    decode = push_decode(L, e);
     lua_newtable(L);
-    while ((j = e->done) != NULL) {
-        push_response(L, e, j);
-        lua_rawseti(L, -2, ++n);
-        unlink_done(e, j);
+    list_idx = lua_gettop(L);
+    while ((j = taken) != NULL) {
+        taken = j->next;
+        j->next = NULL;
+        if (build(L, decode, j) != 0) {
+            /* This job and the rest wait for the next run; what was built
+             * is returned with the error, so that nothing is lost. */
+            j->next = taken;
+            give_back(e, j);
+            for (j = e->active; j; j = j->next)
+                pending++;
+            lua_pushvalue(L, list_idx);
+            lua_pushinteger(L, pending);
+            lua_pushvalue(L, -3);
+            return 3;
+        }
+        lua_rawseti(L, list_idx, ++n);
         job_free(e, j);
     }
     for (j = e->active; j; j = j->next)
@@ -986,8 +1151,11 @@ static int engine_run(lua_State *L)
 }
 
 /***
- * Abandons a transfer (under way or finished but not collected); true if
- * there was one with that id.
+ * Abandons a transfer under way: true if there was one with that id, and
+ * whether any of its request went out (then its billing is unknown). A transfer that finished but was not collected
+ * yet is not abandoned: its response is returned instead (the answer is in,
+ * billed or not). False for an id the engine does not hold (unknown,
+ * collected, or its response being built right now).
  * @function cancel
  */
 static int engine_cancel(lua_State *L)
@@ -997,18 +1165,25 @@ static int engine_cancel(lua_State *L)
     job *j;
     for (j = e->active; j; j = j->next) {
         if (j->id == id) {
+            curl_off_t sent = 0;
+            curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &sent);
             curl_multi_remove_handle(e->multi, j->easy);
             unlink_job(&e->active, j);
             job_free(e, j);
             lua_pushboolean(L, 1);
-            return 1;
+            lua_pushboolean(L, sent > 0 || j->requests > 1);
+            return 2;
         }
     }
     for (j = e->done; j; j = j->next) {
         if (j->id == id) {
+            /* Too late: the answer is in. It is handed over, not dropped. */
             unlink_done(e, j);
+            if (build(L, push_decode(L, e), j) != 0) {
+                give_back(e, j);
+                return lua_error(L);
+            }
             job_free(e, j);
-            lua_pushboolean(L, 1);
             return 1;
         }
     }
@@ -1058,7 +1233,10 @@ static int engine_close(lua_State *L)
     while (e->nprofiles > 0) {
         profile *p = e->profiles[--e->nprofiles];
         e->profiles[e->nprofiles] = NULL;
-        profile_free(p);
+        if (p->busy)
+            p->orphan = 1; /* its answer is being built: engine_call frees it */
+        else
+            profile_free(p);
     }
     if (e->multi) {
         curl_multi_cleanup(e->multi);
