@@ -17,7 +17,9 @@ emulator for offline testing (bin/aliocr-emulator, in the source tree).]],
   license = "MIT",
 }
 
-dependencies = { "lua >= 5.1", "lua-cjson" }
+-- lua-cjson for the module and the command line tool, argparse for the
+-- command line tool (bin/aliocr).
+dependencies = { "lua >= 5.1", "lua-cjson", "argparse" }
 
 -- libcurl for HTTP, OpenSSL's libcrypto for the request signatures. Found
 -- by their libraries: Debian keeps curl/curl.h in a multiarch directory
@@ -42,6 +44,7 @@ build = {
     ["aliocr.resty"] = "lua/aliocr/resty.lua",
     ["aliocr.result"] = "lua/aliocr/result.lua",
     ["aliocr.signing"] = "lua/aliocr/signing.lua",
+    ["aliocr.url"] = "lua/aliocr/url.lua",
   },
   install = {
     bin = { aliocr = "bin/aliocr" },

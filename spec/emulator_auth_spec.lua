@@ -64,7 +64,7 @@ end
 -- and query_params (the pairs it holds, for signing), method (default POST,
 -- GET when o.get), params (list of pairs sent url-encoded by curl as the form
 -- body, or as the query with get), signed_params (what to sign, default
--- query_params followed by params), body (a raw body instead of
+-- params followed by query_params, or the other way for a GET), body (a raw body instead of
 -- params), content_type (default the form type for a POST without body), drop
 -- (header names to remove after signing), add (header lines to add after
 -- signing), and the options of sign.headers.
@@ -75,9 +75,14 @@ local function signed(emu, o)
   if content_type == nil and method == "POST" and not o.body then content_type = FORM end
   local to_sign = o.signed_params
   if not to_sign then
+    -- The first value of a key is signed: for a POST the form body's pairs
+    -- come first (a key in both is signed with the body's value, as the
+    -- emulator and Aliyun's signers take it), for a GET the query's as sent.
+    local first, second = o.params, o.query_params
+    if method == "GET" then first, second = o.query_params, o.params end
     to_sign = {}
-    for _, kv in ipairs(o.query_params or {}) do to_sign[#to_sign + 1] = kv end
-    for _, kv in ipairs(o.params or {}) do to_sign[#to_sign + 1] = kv end
+    for _, kv in ipairs(first or {}) do to_sign[#to_sign + 1] = kv end
+    for _, kv in ipairs(second or {}) do to_sign[#to_sign + 1] = kv end
   end
   local lines, sts = sign.headers({
     key = o.key or KEY, secret = o.secret or SECRET, method = method, path = path_of(url),
@@ -470,13 +475,52 @@ describe("live signed calls with a current timestamp", function()
     assert.truthy(bad.headers["x-ca-error-message"]:find("?tag=first&url=", 1, true))
   end)
 
-  it("sign the query's value of a key also in the form, as the first one", function()
+  it("finding 19: a key in both the query and the form body is signed and used with the body's value", function()
     local emu = box.emu
-    local res = signed(emu, {
-      query = "dup=fromquery", query_params = { { "dup", "fromquery" } },
-      params = { { "url", emu.image }, { "dup", "fromform" } },
-    })
+    -- The query's url names an image that does not exist: had it been used,
+    -- the vendor would answer 666.
+    local query_url = emu.images .. "missing.png"
+    local query_params = { { "url", query_url }, { "dup", "fromquery" } }
+    local body_params = { { "url", emu.image }, { "dup", "fromform" } }
+    -- The same request each time, signed over `to_sign`'s values.
+    local function both(to_sign)
+      return signed(emu, {
+        query = "url=" .. query_url .. "&dup=fromquery", query_params = query_params,
+        params = body_params, signed_params = to_sign,
+      })
+    end
+    -- Signed over the body's values, as Aliyun's signers (Java, Python, Node) sign them: accepted.
+    local res, sts = both(body_params)
     assert_seed(res, "advanced")
+    assert.equal("/ocr/advanced?dup=fromform&url=" .. emu.image, sts:match("[^\n]*$"))
+    local log = emu:requests()
+    assert.equal(1, #log)
+    assert.equal("/ocr/advanced?url=" .. query_url .. "&dup=fromquery", log[1].uri)
+    -- The body's url is the one the vendor used (and logged).
+    assert.same({ url = emu.image, dup = "fromform" }, log[1].params)
+    assert.same({ 200, true, KEY }, { log[1].status, log[1].billed, log[1].credential })
+
+    -- Signed over the query's values: refused, and the server's string has the body's.
+    local bad, bad_sts = both(query_params)
+    assert.equal(400, bad.status)
+    local message = bad.headers["x-ca-error-message"]
+    assert.truthy(message:find("#/ocr/advanced?dup=fromform&url=" .. emu.image, 1, true), message)
+    assert.not_equal(echo(bad_sts), message)
+    assert.equal(2, #emu:requests())
+    assert.same({ 400, false }, { emu:requests(1)[1].status, emu:requests(1)[1].billed })
+  end)
+
+  it("finding 19: show in both the query and the form body is read from the body", function()
+    local emu = box.emu
+    -- show=1 makes data an array of {words}; the query's show=2 would be a 666.
+    local res = signed(emu, {
+      query = "show=2", query_params = { { "show", "2" } },
+      params = { { "url", emu.image }, { "show", "1" } },
+      signed_params = { { "url", emu.image }, { "show", "1" } },
+    })
+    assert.equal(200, res.status, tostring(res.headers["x-ca-error-message"]) .. " " .. res.body)
+    assert.is_table(http.json(res).data)
+    assert.same({ url = emu.image, show = "1" }, emu:requests()[1].params)
   end)
 
   it("sign the header names as listed in X-Ca-Signature-Headers, in mixed case", function()

@@ -924,8 +924,8 @@ describe("emulator request log, connection counter and reset", function()
       assert.equal("application/x-www-form-urlencoded; charset=UTF-8", e.headers["Content-Type"])
       assert.equal(body, e.body)
       assert.equal(#body, e.body_bytes)
-      -- A key in both keeps the query's value: the one a signature covers.
-      assert.same({ url = emu.image, show = "0", extra = "a b", q = "1" }, e.params)
+      -- A key in both keeps the form body's value, the one Aliyun's signers sign (issue 14, finding 19).
+      assert.same({ url = emu.image, show = "1", extra = "a b", q = "1" }, e.params)
       assert.same({ 200, true, "demo", "appcode" }, { e.status, e.billed, e.credential, e.auth })
       assert.equal(first.headers["x-ca-request-id"], e.request_id)
       assert.is_nil(e.fault)

@@ -19,6 +19,10 @@ describe("make install", function()
   it("puts the Lua module and the C core where LUA_PATH and LUA_CPATH find them", function()
     assert.truthy(io.open(prefix .. "/share/lua/5.4/aliocr.lua"))
     assert.truthy(io.open(prefix .. "/lib/lua/5.4/aliocr/core.so"))
+    -- Every Lua file of lua/ (aliocr/url.lua among them), at its place.
+    for f in require("helpers.sh").capture("find lua -name '*.lua' | sort"):gmatch("[^\n]+") do
+      assert.truthy(io.open(prefix .. "/share/lua/5.4/" .. f:sub(5)), f .. " is not installed")
+    end
     local env = string.format("LUA_PATH='%s/share/lua/5.4/?.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;' ",
       prefix, prefix)
     local out, status = run(env .. "lua5.4 -e 'local a = require(\"aliocr\"); " ..

@@ -41,6 +41,39 @@ describe("the rockspec", function()
     end
   end)
 
+  it("finding 18: names as a dependency the rock of every module that bin/aliocr and lua/ require", function()
+    -- The rock of each module from outside the project that the code may
+    -- require; a module missing here fails the spec until it is added.
+    local ROCK_OF = { cjson = "lua-cjson", ["cjson.safe"] = "lua-cjson", argparse = "argparse" }
+    -- Lua's own libraries (and LuaJIT's), and nginx's (ngx, resty.*), which
+    -- no rock provides.
+    local BUILTIN = { string = true, table = true, math = true, io = true, os = true, coroutine = true,
+      debug = true, package = true, utf8 = true, bit32 = true, bit = true, jit = true, ffi = true, ngx = true }
+    local spec = load_rockspec()
+    local rocks = {}
+    for _, dep in ipairs(spec.dependencies) do rocks[dep:match("^%s*([^%s<>=~]+)")] = true end
+
+    local files = { "bin/aliocr" }
+    for f in sh.capture("find lua -name '*.lua' | sort"):gmatch("[^\n]+") do files[#files + 1] = f end
+    local seen = 0
+    for _, f in ipairs(files) do
+      local src = sh.read_all(f)
+      -- require("m"), require "m", require 'm', require("m").new()
+      for name in src:gmatch("%f[%w_]require%s*%(?%s*[\"']([^\"']+)[\"']") do
+        seen = seen + 1
+        local own = name == "aliocr" or name:find("^aliocr%.")
+        local exempt = BUILTIN[name] or name:find("^resty%.") or name:find("^ngx%.")
+        if not own and not exempt then
+          local rock = ROCK_OF[name]
+          assert.truthy(rock, f .. " requires '" .. name .. "', whose rock this spec does not know: add it to ROCK_OF")
+          assert.truthy(rocks[rock], f .. " requires '" .. name .. "', but the rockspec's dependencies lack '" ..
+            rock .. "' (they are: " .. table.concat(spec.dependencies, ", ") .. ")")
+        end
+      end
+    end
+    assert.truthy(seen >= 10, "found only " .. seen .. " requires")
+  end)
+
   it("installs with luarocks make into a scratch tree; the module works from there", function()
     if _VERSION ~= "Lua 5.4" or type(jit) == "table" then
       return pending("built once, for Lua 5.4 (under the lua5.4 run of the suite)")

@@ -54,13 +54,19 @@ local function form_params(headers, body)
   return ngx.decode_args(body, 0)
 end
 
--- The query and form parameters merged: a key in both keeps the query's
--- value. The signature is checked over these, and the vendor reads these, so
--- what was signed is what is used.
+-- The query and form parameters merged: a key in both keeps the form body's
+-- value, as Aliyun's official signers build PathAndParameters (reference
+-- 2.4, sources S4, S5, S7): the Java demo's SignUtil.buildResource adds a
+-- query key only `if (formParamMap.get(key) == null)`, the Python demo's
+-- signature_composer._build_resource only `if query_array[0] not in body`,
+-- and the Node SDK's lib/client.js buildUrl does
+-- `Object.assign(parsedUrl.query, data)`, the body over the query. The
+-- signature is checked over these, and the vendor reads these (`url`,
+-- `show`), so what was signed is what is used.
 local function merged(query, form)
   local params = {}
-  for k, v in pairs(query) do params[k] = v end
-  for k, v in pairs(form) do if params[k] == nil then params[k] = v end end
+  for k, v in pairs(form) do params[k] = v end
+  for k, v in pairs(query) do if params[k] == nil then params[k] = v end end
   return params
 end
 
