@@ -120,7 +120,7 @@ describe("prepared calls", function()
 
   it("misuse raises the same messages", function()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint })
-    for _, bad in ipairs({ 42, "", "ftp://x/y.png", "http://x/a b.png", "http:///nohost" }) do
+    for _, bad in ipairs({ 42, "", "ftp://x/y.png", "http://x/a\tb.png", "http:///nohost", "http://x:0/" }) do
       local ok1, e1 = pcall(client.recognize, client, bad)
       local ok2, e2 = pcall(client.recognize, client, bad, {})
       assert.is_false(ok1)

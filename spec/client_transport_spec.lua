@@ -582,7 +582,7 @@ describe("client and engine lifetime", function()
 
   before_each(function() emu:reset() end)
 
-  it("closes twice, raises 'closed' on any use after, and says so in tostring", function()
+  it("closes twice, raises 'closed' on any call after (stats still answer), says so in tostring", function()
     local client = aliocr.new({ appcode = "S3cretCode", endpoint = emu.endpoint })
     assert.truthy(client:recognize(emu.image))
     local open = tostring(client)
@@ -594,7 +594,8 @@ describe("client and engine lifetime", function()
     assert.is_nil(tostring(client):find("S3cretCode", 1, true))
     assert.error_matches(function() client:recognize(emu.image) end, "aliocr: attempt to use a closed client")
     assert.error_matches(function() client:handwriting(emu.image) end, "closed")
-    assert.error_matches(function() client:stats() end, "closed")
+    -- stats() stays readable (issue 14, finding 12).
+    assert.equal(1, client:stats().billed)
     assert.is_true(client:close())
   end)
 
@@ -764,7 +765,7 @@ describe("client and engine lifetime", function()
       assert.equal(g, got[1].id)
     end)
 
-    it("cancels a finished transfer that run has not collected yet", function()
+    it("hands over, instead of dropping, a finished transfer that run has not collected yet", function()
       emu:settings({ latency_ms = 0 })
       emu:fault({ mode = "latency", ms = 600, api = "advanced" })
       local engine = core.engine()
@@ -773,8 +774,14 @@ describe("client and engine lifetime", function()
       local r = engine:perform(request()) -- 600 ms: the quick one finishes meanwhile
       assert.equal(200, r.status)
       assert.equal(1, engine:pending()) -- finished, not collected
-      assert.is_true(engine:cancel(quick))
+      -- Too late to cancel: its answer (billed) is returned, not dropped
+      -- (issue 14, finding 5).
+      local handed = engine:cancel(quick)
+      assert.is_table(handed)
+      assert.equal(quick, handed.id)
+      assert.equal(200, handed.status)
       assert.equal(0, engine:pending())
+      assert.is_false(engine:cancel(quick))
       local list, left = engine:run(0)
       assert.same({}, list)
       assert.equal(0, left)

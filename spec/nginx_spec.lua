@@ -313,7 +313,7 @@ describe("inside nginx", function()
       assert.equal(0, emu:ledger().total.requests)
     end)
 
-    it("the curl transport (a call, a batch), submit and poll raise inside nginx", function()
+    it("the curl transport (a call, a batch), submit, poll and wait raise inside nginx", function()
       local base = { appcode = "demo", endpoint = emu.endpoint }
       local out = ngx_:post("/misuse", { client = { appcode = "demo", endpoint = emu.endpoint, transport = "curl" },
         call = "call", url = emu.image })
@@ -328,7 +328,17 @@ describe("inside nginx", function()
       assert.matches("inside nginx use batch", out.error, 1, true)
       out = ngx_:post("/misuse", { client = base, call = "poll" })
       assert.is_false(out.ok)
-      assert.matches("poll drives libcurl", out.error, 1, true)
+      assert.matches("poll and wait drive libcurl", out.error, 1, true)
+      -- Issue 14, finding 17: wait too, and with the curl transport all three.
+      out = ngx_:post("/misuse", { client = base, call = "wait" })
+      assert.is_false(out.ok)
+      assert.matches("poll and wait drive libcurl", out.error, 1, true)
+      for _, call in ipairs({ "submit", "poll", "wait" }) do
+        out = ngx_:post("/misuse", { client = { appcode = "demo", endpoint = emu.endpoint, transport = "curl" },
+          call = call, url = emu.image })
+        assert.is_false(out.ok)
+        assert.matches("the curl transport would block nginx's worker", out.error, 1, true)
+      end
       assert.equal(0, emu:ledger().total.requests)
     end)
   end)

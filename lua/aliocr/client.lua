@@ -12,12 +12,14 @@ local errors = require("aliocr.errors")
 local resty = require("aliocr.resty")
 local result = require("aliocr.result")
 local signing = require("aliocr.signing")
+local url_check = require("aliocr.url")
 
 local Client = {}
 Client.__index = Client
 Client.__name = "aliocr.Client"
 
-local getenv, random, floor, find = os.getenv, math.random, math.floor, string.find
+local getenv, random, floor = os.getenv, math.random, math.floor
+local monotonic, huge, min, max = core.monotonic, math.huge, math.min, math.max
 
 local ACCEPT = "application/json"
 local FORM = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -38,41 +40,53 @@ local CALL_OPTIONS = { show = true, params = true, timeout = true, method = true
 -- Misuse raises, pointing at the caller's line: the first stack frame that
 -- is not this file (nor Lua 5.1's stand-in for frames a tail call replaced).
 local own_source = debug.getinfo(1, "S").source
+local function ours(info) return info.source == own_source or info.what == "tail" end
 local function fail(msg)
   local level = 2
   while true do
     local info = debug.getinfo(level, "S")
-    if not info or (info.source ~= own_source and info.what ~= "tail") then break end
+    if not info then break end
+    if not ours(info) then
+      -- The pcall of Client:_op is ours too.
+      local above = info.what == "C" and debug.getinfo(level + 1, "S")
+      if not (above and above.source == own_source) then break end
+    end
     level = level + 1
   end
   error("aliocr: " .. msg, level)
 end
 
+-- The scheme check of every URL; the rest is aliocr.url's.
 local function http_url(url, what)
   if type(url) ~= "string" or url == "" then fail(what .. " must be a non-empty string") end
-  local scheme = url:match("^(%a[%w+.-]*)://[^/?#]")
+  local scheme = url:match("^%s*(%a[%w+.-]*)://[^/?#]")
   if not scheme or (scheme:lower() ~= "http" and scheme:lower() ~= "https") then
-    fail(what .. " must be an http:// or https:// URL, got '" .. url .. "'")
+    fail(what .. " must be an http:// or https:// URL, got '" .. url:gsub("%c", "?") .. "'")
   end
-  if url:find("[%c ]") then fail(what .. " must not contain spaces or control characters") end
   return url
 end
 
--- A number option: positive (or >= 0 with allow_zero) and at most `max`
+-- The longest image URL a call sends (after percent-encoding): far over
+-- any real one, far under what would fail inside libcurl.
+local MAX_IMAGE_URL = 65536
+
+-- A number option: positive (or >= 0 with allow_zero) and at most `limit`
 -- (default: a million, which bounds seconds to about 11 days).
-local function positive(v, what, allow_zero, max)
-  max = max or 1e6
+local function positive(v, what, allow_zero, limit)
+  limit = limit or 1e6
   if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or (v == 0 and not allow_zero)) then
     fail(what .. " must be a " .. (allow_zero and "non-negative" or "positive") .. " number")
   end
-  if v ~= nil and v > max then fail(what .. " must be at most " .. string.format("%.0f", max)) end
+  if v ~= nil and v > limit then fail(what .. " must be at most " .. string.format("%.0f", limit)) end
   return v
 end
 
 -- A whole number option from `lo` to `hi`.
 local function whole(v, what, lo, hi)
-  if type(v) ~= "number" or v ~= floor(v) or v < lo then fail(what .. " must be a whole number >= " .. lo) end
-  if v > hi then fail(what .. " must be at most " .. hi) end
+  if type(v) ~= "number" or v ~= floor(v) or v < lo then
+    fail(what .. " must be a whole number >= " .. string.format("%.0f", lo))
+  end
+  if v > hi then fail(what .. " must be at most " .. string.format("%.0f", hi)) end
   return v
 end
 
@@ -87,6 +101,13 @@ end
 
 -- Milliseconds for libcurl, at least 1 (0 would mean "no limit").
 local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
+
+local function check_proxy(p)
+  local ok, why = url_check.proxy(p)
+  if not ok then fail("proxy " .. why .. " (libcurl takes http://, https://, socks4://, socks4a://, socks5:// " ..
+    "or socks5h:// with a host and a port)") end
+  return p
+end
 
 local function header_safe(s, what)
   if s ~= nil and s:find("[\r\n%z]") then fail(what .. " must not contain CR, LF or NUL characters") end
@@ -146,6 +167,8 @@ function Client.new(opts)
     if u ~= nil then
       u = http_url(u, "the URL of interface '" .. api .. "'")
       if u:find("[?#]") then fail("the URL of interface '" .. api .. "' must not have a query or fragment") end
+      local good, why = url_check.endpoint(u)
+      if not good then fail("the URL of interface '" .. api .. "' " .. why) end
       urls[api] = u
     end
   end
@@ -178,32 +201,42 @@ function Client.new(opts)
     _retry_unknown = opts.retry_unknown == true,
     _retry_delay = positive(opts.retry_delay, "retry_delay", true) or 0.2,
     _retry_max_delay = positive(opts.retry_max_delay, "retry_max_delay", true) or 5,
-    _max_bytes = positive(opts.max_response_bytes, "max_response_bytes", false, 2^40) or 16 * 1024 * 1024,
+    _max_bytes = opts.max_response_bytes and whole(opts.max_response_bytes, "max_response_bytes", 1, 2^40)
+      or 16 * 1024 * 1024,
+    _json_max_depth = opts.json_max_depth and whole(opts.json_max_depth, "json_max_depth", 1, 1000) or 64,
     _ca_file = opts.ca_file,
     _verify = opts.tls_verify ~= false,
-    _proxy = header_safe(opts.proxy, "proxy"),
+    _proxy = header_safe(opts.proxy, "proxy") and check_proxy(opts.proxy),
     _user_agent = header_safe(opts.user_agent, "user_agent") or
       ("aliocr/" .. core.versions().aliocr .. " libcurl/" .. core.versions().curl),
     _concurrency = opts.concurrency and whole(opts.concurrency, "concurrency", 1, 1e4) or 8,
     _idle_timeout = opts.idle_timeout and whole(opts.idle_timeout, "idle_timeout", 1, 86400) or 10,
     _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {} },
-    -- Jobs of submit and batch: waiting for a free slot, under way (by
-    -- engine id), waiting for a retry, finished with a callback to run.
-    _queue = {}, _running = {}, _active = 0, _retrying = {}, _finished = {}, _callback_errors = {},
+    -- Jobs (see "Jobs" below): the queue of submitted jobs waiting for a
+    -- slot (an array read from _qhead; a cancelled job stays in it, skipped,
+    -- so that cancelling is O(1)) and how many of them are still queued;
+    -- the attempts under way, by engine id (jobs of submit and of batch);
+    -- the submitted ones among them (they count against concurrency); the
+    -- jobs waiting for a retry (a set); the finished submitted jobs whose
+    -- callback has not run (an array read from _fhead); submitted jobs not
+    -- finished; outcomes so far (to see that something finished).
+    _queue = {}, _qhead = 1, _qtail = 0, _nqueued = 0, _running = {}, _active = 0, _retrying = {},
+    _finished = {}, _fhead = 1, _ftail = 0, _pending = 0, _outcomes = 0,
     -- The plans of calls with no options, and the engine's prepared calls
     -- for them (by kind).
     _plans = {}, _profiles = {},
   }, Client)
   if cred:mode() == "signature" then self._app_key = cred:app_key() end
   self._transport = transport
+  self._resty = transport == "resty"
   -- Prepared calls: libcurl, outside nginx (where the curl transport raises).
   self._fast = transport == "curl" and not resty.available()
   if transport == "resty" then
-    self._engine = resty.engine({ json_max_depth = opts.json_max_depth, pool_size = math.max(30, self._concurrency),
+    self._engine = resty.engine({ json_max_depth = self._json_max_depth, pool_size = math.max(30, self._concurrency),
       idle_timeout = self._idle_timeout })
   else
     self._engine = core.engine({
-      json_max_depth = opts.json_max_depth or 64,
+      json_max_depth = self._json_max_depth,
       max_connections = math.max(16, 2 * self._concurrency),
       idle_timeout = self._idle_timeout,
     })
@@ -212,13 +245,45 @@ function Client.new(opts)
 end
 
 function Client:__tostring()
-  if not self._cred then return "aliocr.Client (closed)" end
+  if self._closed then return "aliocr.Client (closed)" end
   return "aliocr.Client (" .. tostring(self._cred) .. ")"
 end
 
 local function check_open(self)
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
-  if not self._engine then fail("attempt to use a closed client") end
+  if self._closed or self._close_pending then fail("attempt to use a closed client") end
+end
+
+-- One operation of a client (a call, poll, wait, batch) runs as a protected
+-- call with _in_op set. A finalizer (__gc) can run at any allocation, in the
+-- middle of the client's own code: while _in_op is set, a close from one is
+-- put off to the end of the operation (cancel is safe at any time), and any
+-- other use of the client from one raises. User code (callbacks,
+-- on_progress) runs with _in_op cleared, so that it may do anything.
+local function finish(self, ok, ...)
+  self._in_op = false
+  if self._close_pending then self:_close_now() end
+  if not ok then error((...), 0) end
+  return ...
+end
+
+function Client:_op(f, ...)
+  if self._resty then return f(self, ...) end -- nginx's light threads interleave: no such guard
+  if self._in_op then
+    fail("a client was used from a finalizer (__gc) in the middle of one of its own calls; " ..
+      "only job:cancel() and client:close() may be called there")
+  end
+  self._in_op = true
+  return finish(self, pcall(f, self, ...))
+end
+
+-- Runs user code `f(...)` from inside an operation, with _in_op cleared.
+function Client:_user(f, ...)
+  local saved = self._in_op
+  self._in_op = false
+  local ok, e = pcall(f, ...)
+  self._in_op = saved
+  if not ok then error(e, 0) end
 end
 
 -- The parameters of a call but `url`, as a list of { key, value }.
@@ -294,23 +359,25 @@ function Client:_backoff(n)
   return random() * cap
 end
 
--- Accounts `n` calls that were cancelled, with their billing ("unknown"
--- or "not_billed").
-function Client:_count_cancelled(n, billing)
-  if n <= 0 then return end
-  local s = self._stats
-  s.requests, s[billing] = s.requests + n, s[billing] + n
-  s.errors.cancelled = (s.errors.cancelled or 0) + n
-end
-
-function Client:_account(res, err)
+-- Accounts the end of a call: `billed` is true when its last answer was
+-- billed, `unknown` the number of its attempts whose billing is unknown (a
+-- timeout or cut-off after the request went out: more than one only with
+-- retry_unknown), `kind` the error's kind (nil for a success). stats().billed
+-- counts billed answers and stats().unknown such attempts, so that the
+-- gateway's count lies between billed and billed + unknown; not_billed
+-- counts the calls that cost nothing for sure.
+function Client:_account(billed, unknown, kind)
   local s = self._stats
   s.requests = s.requests + 1
-  local billed = res and true or err.billed
-  if billed == true then s.billed = s.billed + 1
-  elseif billed == false then s.not_billed = s.not_billed + 1
-  else s.unknown = s.unknown + 1 end
-  if err then s.errors[err.kind] = (s.errors[err.kind] or 0) + 1 end
+  if billed == true then s.billed = s.billed + 1 elseif unknown == 0 then s.not_billed = s.not_billed + 1 end
+  s.unknown = s.unknown + unknown
+  self._outcomes = self._outcomes + 1
+  if kind then s.errors[kind] = (s.errors[kind] or 0) + 1 end
+end
+
+-- Accounts `n` calls cancelled before they were ever sent.
+function Client:_count_cancelled(n)
+  for _ = 1, n do self:_account(false, 0, "cancelled") end
 end
 
 -- Checks a call's kind and options and makes its plan, for any image URL:
@@ -346,37 +413,53 @@ function Client:_prepare(kind, image_url, opts, plan)
   if type(image_url) ~= "string" then
     fail("the image URL must be a string, got " .. type(image_url))
   end
-  http_url(image_url, "the image URL")
+  -- Sent as a WHATWG URL parser writes it (a space as %20, ...): the last
+  -- one checked is kept, so that a loop over one URL checks it once.
+  local sent = image_url
+  if image_url ~= self._checked_url then
+    http_url(image_url, "the image URL")
+    local why
+    sent, why = url_check.image(image_url)
+    if not sent then fail("the image URL " .. why) end
+    if #sent > MAX_IMAGE_URL then
+      fail("the image URL is too long (" .. #sent .. " bytes; at most " .. MAX_IMAGE_URL .. ")")
+    end
+    if sent == image_url then self._checked_url = image_url end
+  end
   plan = plan or self:_plan(kind, opts)
-  local params = { { "url", image_url } }
+  local params = { { "url", sent } }
   for _, kv in ipairs(plan.extra) do params[#params + 1] = kv end
   return { url = plan.url, method = plan.method, retries = plan.retries, timeout = plan.timeout, params = params }
 end
 
--- The engine request of the next attempt of a planned call.
-function Client:_attempt_request(call)
-  self._stats.attempts = self._stats.attempts + 1
-  return self:_request(call.url, call.params, call.method, call.timeout)
-end
-
 -- What an attempt's response means: the result; or the error and whether
 -- to try again (after a back-off). A final outcome is accounted here.
-function Client:_outcome(call, response, attempts, started)
+-- `prior` is the number of the call's earlier attempts whose billing is
+-- unknown; `again` comes with whether this attempt's billing is unknown.
+function Client:_outcome(call, response, attempts, started, prior)
   if not response.integers then result.normalize(response.json) end
   local err = errors.classify(response)
   if not err then
     local res = result.build(response.json, response)
-    res.attempts, res.elapsed = attempts, core.monotonic() - started
-    self:_account(res)
+    res.attempts, res.elapsed = attempts, monotonic() - started
+    if prior > 0 then res.unknown_attempts = prior end
+    self:_account(true, prior)
     return res
   end
-  if err.billed == nil and (err.kind == "timeout" or err.kind == "transport") then
+  local unknown = err.billed == nil
+  if unknown and (err.kind == "timeout" or err.kind == "transport") then
     -- Sent, and no answer: a retry could be billed a second time.
     err.retryable = self._retry_unknown
   end
-  if err.retryable and attempts <= call.retries then return nil, err, true end
-  err.attempts, err.elapsed = attempts, core.monotonic() - started
-  self:_account(nil, err)
+  if err.retryable and attempts <= call.retries then return nil, err, true, unknown end
+  err.attempts, err.elapsed = attempts, monotonic() - started
+  if prior > 0 then
+    -- An earlier attempt may have been billed: this call's billing is not
+    -- known to be false.
+    err.unknown_attempts = prior
+    if err.billed == false then err.billed = nil end
+  end
+  self:_account(err.billed, prior + (unknown and 1 or 0), err.kind)
   return nil, err
 end
 
@@ -424,10 +507,14 @@ function Client:_profile(kind, plan)
   return id
 end
 
--- A well-formed image URL, checked as http_url does (which raises for the
--- others, on the general path).
-local function plain_image_url(u)
-  return type(u) == "string" and find(u, "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]") ~= nil and not find(u, "[%c ]")
+-- An image URL that goes out as it is: checked already (see _prepare).
+function Client:_plain_image_url(u)
+  if type(u) ~= "string" then return false end
+  if u ~= self._checked_url then
+    if url_check.image(u) ~= u or #u > MAX_IMAGE_URL then return false end
+    self._checked_url = u
+  end
+  return true
 end
 
 -- One blocking call (with its retries); inside nginx it yields instead.
@@ -435,28 +522,40 @@ end
 -- for its first attempt (the common case, and the fast one); everything else
 -- and every further attempt take the general path, with the same results.
 function Client:_call(kind, image_url, opts)
-  local started, attempts, plan = core.monotonic(), 0, nil
-  if opts == nil and self._fast and self._active == 0 and self._queue[1] == nil and self._retrying[1] == nil
-      and plain_image_url(image_url) and API_OF[kind] then
+  local started, attempts, unknown, plan = monotonic(), 0, 0, nil
+  if opts == nil and self._fast and next(self._running) == nil and self._nqueued == 0 and next(self._retrying) == nil
+      and self:_plain_image_url(image_url) and API_OF[kind] then
     plan = self:_default_plan(kind)
     local id = self:_profile(kind, plan)
     local response = id and self._engine:call(id, image_url)
     if response then
       attempts = 1
       self._stats.attempts = self._stats.attempts + 1
-      local res, err, again = self:_outcome(plan, response, 1, started)
+      local res, err, again, u = self:_outcome(plan, response, 1, started, 0)
       if not again then return res, err end
+      if u then unknown = unknown + 1 end
       self:_pause(self:_backoff(1))
     end
   end
   local call = self:_prepare(kind, image_url, opts, plan)
   self:_check_place()
-  if self._transport == "curl" then self:_pump() end -- jobs submitted before go out along with this call
+  if not self._resty then self:_pump() end -- jobs submitted before go out along with this call
   while true do
+    if self._closed or self._close_pending then
+      -- Closed between attempts (from a finalizer during the back-off).
+      local billed -- nil: an earlier attempt's billing is unknown
+      if unknown == 0 then billed = false end
+      local err = errors.cancelled("the client was closed before the call could be retried", billed, attempts)
+      self:_account(err.billed, unknown, "cancelled")
+      return nil, err
+    end
     attempts = attempts + 1
-    local response = self._engine:perform(self:_attempt_request(call))
-    local res, err, again = self:_outcome(call, response, attempts, started)
+    local req = self:_request(call.url, call.params, call.method, call.timeout)
+    self._stats.attempts = self._stats.attempts + 1
+    local response = self._engine:perform(req)
+    local res, err, again, u = self:_outcome(call, response, attempts, started, unknown)
     if not again then return res, err end
+    if u then unknown = unknown + 1 end
     self:_pause(self:_backoff(attempts))
   end
 end
@@ -483,7 +582,7 @@ end
 -- @usage local res, err = client:recognize("https://example.com/a.png", { show = 1 })
 function Client:recognize(image_url, opts)
   check_open(self)
-  return self:_call("recognize", image_url, opts)
+  return self:_op(self._call, "recognize", image_url, opts)
 end
 
 --- Reads an image with interface two (手写体识别), which gives each line's
@@ -496,13 +595,13 @@ end
 -- @raise on misuse
 function Client:handwriting(image_url, opts)
   check_open(self)
-  return self:_call("handwriting", image_url, opts)
+  return self:_op(self._call, "handwriting", image_url, opts)
 end
 
---- Calls, attempts and outcomes so far (a copy).
+--- Calls, attempts and outcomes so far (a copy); also after `close`.
 -- @treturn aliocr.Stats the counts
 function Client:stats()
-  check_open(self)
+  if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   local s = self._stats
   local copy = { requests = s.requests, attempts = s.attempts, billed = s.billed,
                  not_billed = s.not_billed, unknown = s.unknown, errors = {} }
@@ -516,20 +615,34 @@ end
 -- can be a to-be-closed variable (`local client <close> = aliocr.new{...}`).
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
-  if self._engine then
-    -- Jobs still pending are cancelled (and accounted as such); none starts.
-    self._closing = true
-    for _, job in ipairs(self:_jobs()) do job:cancel() end
-    self._engine:close()
-    self._cred:close()
-    self._engine, self._cred = nil, nil
-  end
+  if self._closed then return true end
+  -- From a finalizer in the middle of an operation: at its end (see _op).
+  if self._in_op then self._close_pending = true return true end
+  self:_close_now()
   return true
+end
+
+function Client:_close_now()
+  self._close_pending = nil
+  if self._closed then return end
+  -- Jobs still pending are cancelled (and accounted as such); none starts.
+  self._closed = true
+  for _, job in ipairs(self:_jobs()) do job:_cancel() end
+  self._engine:close()
+  self._cred:close()
 end
 
 Client.__close = Client.close
 
 -- Jobs: submit, poll, wait, batch ----------------------------------------------
+--
+-- A job is one call run without blocking: a submitted one (it has a
+-- callback, counts in pending() and against the client's concurrency) or an
+-- image of a batch (job._owner is the batch; the batch counts its own
+-- concurrency, and only the batch's own loop starts its retries, so that a
+-- batch left behind in a coroutine sends nothing more). Its states: queued,
+-- starting (its request being made), running (an attempt under way),
+-- retrying, done, cancelled.
 
 local Job = {}
 Job.__index = Job
@@ -537,27 +650,51 @@ Job.__name = "aliocr.Job"
 
 -- Cancels a job that has not finished (documented as Job:cancel at the end).
 function Job:cancel()
+  if getmetatable(self) ~= Job then fail("call job methods with ':' (job:cancel())") end
+  return self:_cancel()
+end
+
+function Job:_cancel()
   local client, state = self._client, self.state
+  local in_flight = false
   if state == "queued" then
-    for i, j in ipairs(client._queue) do
-      if j == self then table.remove(client._queue, i) break end
-    end
+    client._nqueued = client._nqueued - 1 -- it stays in the queue, skipped
   elseif state == "running" then
-    client._engine:cancel(self._id)
-    client._running[self._id] = nil
-    client._active = client._active - 1
-  elseif state == "retrying" then
-    for i, j in ipairs(client._retrying) do
-      if j == self then table.remove(client._retrying, i) break end
+    local r, sent = client._engine:cancel(self._id)
+    if not r then return false end -- its answer is being handed over right now
+    if r ~= true then
+      -- Too late to cancel the attempt: its answer is in. The job takes it
+      -- (done: its callback runs at the next poll; or it waits for a retry,
+      -- which is what is cancelled then).
+      client:_on_response(r)
+      if self.state ~= "retrying" then return false end
+      client._retrying[self] = nil
+    else
+      client._running[self._id] = nil
+      if not self._owner then client._active = client._active - 1 end
+      if sent then
+        in_flight = true
+      else
+        -- Nothing of the request went out: no attempt after all.
+        self.attempts = self.attempts - 1
+        client._stats.attempts = client._stats.attempts - 1
+      end
     end
-  else
+  elseif state == "retrying" then
+    client._retrying[self] = nil
+  elseif state ~= "starting" then -- starting: its request is being made (see _start)
     return false
   end
   self.state = "cancelled"
+  if not self._owner then client._pending = client._pending - 1 end
   -- In flight, the request may have reached the gateway: billing unknown.
-  -- Queued, or between attempts (every earlier one unbilled): not billed.
-  client:_count_cancelled(1, state == "running" and "unknown" or "not_billed")
-  if client._engine and not client._closing then client:_pump() end
+  -- Queued, or between attempts: unknown only if an earlier attempt's was.
+  local unknown = self._unknown + (in_flight and 1 or 0)
+  local billed -- nil: unknown
+  if unknown == 0 then billed = false end
+  self.error = errors.cancelled(in_flight and "cancelled while under way: the request may have reached the gateway"
+    or "cancelled before it was sent", billed, self.attempts)
+  client:_account(false, unknown, "cancelled")
   return true
 end
 
@@ -565,106 +702,167 @@ function Job:__tostring()
   return "aliocr.Job (" .. self.kind .. ", " .. self.state .. ")"
 end
 
--- Every job not finished yet.
+-- Every job not finished yet (of submit and of batches).
 function Client:_jobs()
   local list = {}
-  for _, j in ipairs(self._queue) do list[#list + 1] = j end
+  for i = self._qhead, self._qtail do
+    local j = self._queue[i]
+    if j.state == "queued" then list[#list + 1] = j end
+  end
   for _, j in pairs(self._running) do list[#list + 1] = j end
-  for _, j in ipairs(self._retrying) do list[#list + 1] = j end
+  for j in pairs(self._retrying) do list[#list + 1] = j end
   return list
 end
 
--- Starts an attempt of a job.
+function Client:_new_job(kind, image_url, opts, callback, owner)
+  return setmetatable({
+    _client = self, _call = self:_prepare(kind, image_url, opts), kind = kind, image_url = image_url,
+    callback = callback, attempts = 0, state = "queued", _started = monotonic(), _unknown = 0,
+    _owner = owner,
+  }, Job)
+end
+
+-- Starts an attempt of a job (taken off the queue or the retry set).
 function Client:_start(job)
+  job.state = "starting"
+  local call = job._call
+  local req = self:_request(call.url, call.params, call.method, call.timeout)
+  if job.state ~= "starting" or self._closed then
+    -- Cancelled meanwhile (from a finalizer), or the client closed.
+    if job.state == "starting" then job:_cancel() end
+    return
+  end
+  job._id = self._engine:add(req)
   job.attempts = job.attempts + 1
-  job._id = self._engine:add(self:_attempt_request(job._call))
+  self._stats.attempts = self._stats.attempts + 1
   job.state = "running"
   self._running[job._id] = job
-  self._active = self._active + 1
+  if not job._owner then self._active = self._active + 1 end
 end
 
--- Starts what may start: retries whose time has come, then queued jobs, up
--- to `concurrency` transfers at once. Never waits.
-function Client:_pump()
-  local now = core.monotonic()
-  local i = 1
-  while i <= #self._retrying do
-    local job = self._retrying[i]
-    if job._retry_at <= now and self._active < self._concurrency then
-      table.remove(self._retrying, i)
-      self:_start(job)
-    else
-      i = i + 1
+-- Starts what may start: retries whose time has come (submitted jobs' while
+-- there is a slot; the retries of batch `owner`, if given), then queued
+-- jobs, up to `concurrency` transfers at once. Never waits.
+function Client:_pump(owner)
+  if next(self._retrying) then
+    local now = monotonic()
+    local due = {}
+    for job in pairs(self._retrying) do
+      if job._retry_at <= now and (job._owner == nil or job._owner == owner) then due[#due + 1] = job end
+    end
+    table.sort(due, function(a, b) return a._retry_at < b._retry_at end)
+    for _, job in ipairs(due) do
+      if self._closed then return end
+      if self._retrying[job] and (job._owner or self._active < self._concurrency) then
+        self._retrying[job] = nil
+        self:_start(job)
+      end
     end
   end
-  while self._active < self._concurrency and #self._queue > 0 do
-    self:_start(table.remove(self._queue, 1))
+  while self._active < self._concurrency and self._nqueued > 0 and not self._closed do
+    local i = self._qhead
+    local job = self._queue[i]
+    self._queue[i], self._qhead = nil, i + 1
+    if job.state == "queued" then
+      self._nqueued = self._nqueued - 1
+      self:_start(job)
+    end
   end
 end
 
--- A finished transfer of a job: done, or scheduled for a retry.
+-- The time of the soonest retry that _pump(owner) may start (math.huge if none).
+function Client:_next_retry(owner)
+  local soonest = huge
+  for job in pairs(self._retrying) do
+    if job._owner == nil or job._owner == owner then soonest = min(soonest, job._retry_at) end
+  end
+  return soonest
+end
+
+-- A finished transfer of a job: done, or waiting for a retry.
 function Client:_on_response(response)
   local job = self._running[response.id]
   if not job then return end -- cancelled meanwhile
   self._running[response.id] = nil
-  self._active = self._active - 1
-  local res, err, again = self:_outcome(job._call, response, job.attempts, job._started)
+  if not job._owner then self._active = self._active - 1 end
+  local res, err, again, unknown = self:_outcome(job._call, response, job.attempts, job._started, job._unknown)
   if again then
+    if unknown then job._unknown = job._unknown + 1 end
     job.state = "retrying"
-    job._retry_at = core.monotonic() + self:_backoff(job.attempts)
-    self._retrying[#self._retrying + 1] = job
+    job._retry_at = monotonic() + self:_backoff(job.attempts)
+    self._retrying[job] = true
+    return
+  end
+  job.state, job.result, job.error = "done", res, err
+  local owner = job._owner
+  if owner then
+    owner.results[job._index] = res or err
+    owner.outstanding, owner.done = owner.outstanding - 1, owner.done + 1
   else
-    job.state, job.result, job.error = "done", res, err
-    self._finished[#self._finished + 1] = job
+    self._pending = self._pending - 1
+    self._ftail = self._ftail + 1
+    self._finished[self._ftail] = job
   end
 end
 
---- Jobs not finished yet (queued, under way, or waiting for a retry).
+--- Jobs from `submit` not finished yet (queued, under way, or waiting for
+-- a retry); a batch's images are not counted. 0 once the client is closed.
 -- @treturn int how many
 function Client:pending()
-  check_open(self)
-  return #self._queue + self._active + #self._retrying
+  if getmetatable(self) ~= Client then fail("call client methods with ':'") end
+  if self._closed then return 0 end
+  return self._pending
 end
 
--- Drives the jobs for up to `timeout` seconds, returning as soon as one
--- finishes; then runs the callbacks of the finished ones (errors they raise
--- are kept for poll and wait to report).
-function Client:_drive(timeout)
-  local deadline = core.monotonic() + timeout
-  while true do
-    self:_pump()
-    local left = deadline - core.monotonic()
-    if self._active > 0 then
+-- Whether _drive(owner) has anything to wait for.
+function Client:_has_work(owner)
+  return next(self._running) ~= nil or self._nqueued > 0 or self:_next_retry(owner) < huge
+end
+
+-- Drives the jobs for up to `timeout` seconds, returning as soon as a call
+-- ends; then (for poll and wait: no `owner`) runs the callbacks of the
+-- finished submitted jobs, one at a time. An error a callback raises is
+-- raised from here as it is; the callbacks not run yet run next time.
+function Client:_drive(timeout, owner)
+  local deadline = monotonic() + timeout
+  local outcomes = self._outcomes
+  while not self._closed do
+    self:_pump(owner)
+    if self._closed then break end
+    local left = deadline - monotonic()
+    if next(self._running) then
       -- Wake up in time for the next retry, if one is due sooner.
-      local wait = left
-      for _, job in ipairs(self._retrying) do
-        wait = math.min(wait, job._retry_at - core.monotonic())
-      end
-      local responses = self._engine:run(math.max(wait, 0))
-      for _, r in ipairs(responses) do self:_on_response(r) end
-    elseif #self._retrying > 0 and left > 0 then
-      local soonest = math.huge
-      for _, job in ipairs(self._retrying) do soonest = math.min(soonest, job._retry_at) end
-      core.sleep(math.max(0, math.min(left, soonest - core.monotonic())))
+      local wait = min(left, self:_next_retry(owner) - monotonic())
+      local responses, _, err = self._engine:run(max(wait, 0))
+      for i = 1, #responses do self:_on_response(responses[i]) end
+      if err ~= nil then error(err, 0) end
+    elseif left > 0 then
+      local soonest = self:_next_retry(owner)
+      if soonest < huge then core.sleep(max(0, min(left, soonest - monotonic()))) end
     end
-    self:_pump()
-    if #self._finished > 0 or core.monotonic() >= deadline or self:pending() == 0 then break end
+    if self._closed then break end
+    self:_pump(owner)
+    if self._outcomes ~= outcomes or self._fhead <= self._ftail or monotonic() >= deadline
+        or not self:_has_work(owner) then
+      break
+    end
   end
-  while #self._finished > 0 do
-    local job = table.remove(self._finished, 1)
-    if job.callback then
-      local ok, e = xpcall(function() job.callback(job.result, job.error, job) end, debug.traceback)
-      if not ok then self._callback_errors[#self._callback_errors + 1] = tostring(e) end
-    end
+  if owner then return end
+  while self._fhead <= self._ftail and not self._closed do
+    local i = self._fhead
+    local job = self._finished[i]
+    self._finished[i], self._fhead = nil, i + 1
+    if job.callback then self:_user(job.callback, job.result, job.error, job) end
   end
 end
 
--- The callback errors kept so far (nil if none), forgotten once returned.
-function Client:_take_errors()
-  if #self._callback_errors == 0 then return nil end
-  local errs = self._callback_errors
-  self._callback_errors = {}
-  return errs
+-- Raises unless jobs can be driven here: they drive libcurl, which would
+-- block nginx's worker.
+function Client:_check_jobs_place(what)
+  if self._resty then
+    fail(what .. " drive libcurl; inside nginx use batch (light threads), or calls in ngx.thread.spawn")
+  end
+  self:_check_place()
 end
 
 --- Starts a call without waiting, for loops that must never block (a game's
@@ -676,7 +874,7 @@ end
 -- @tparam[opt] table opts the call's options, as for @{Client:recognize}
 -- @tparam[opt] function callback `callback(res, err, job)`, run once from
 --   `poll` or `wait` (never from inside libcurl) when the call is over; an
---   error it raises is caught and returned by `poll` or `wait`
+--   error it raises is raised from that `poll` or `wait`, as it is
 -- @treturn Job the job
 -- @raise on misuse, like the calls
 -- @usage client:submit("recognize", url, nil, function(res, err) print(res and res.text or err) end)
@@ -684,51 +882,54 @@ end
 -- client:poll(0)
 function Client:submit(kind, image_url, opts, callback)
   check_open(self)
-  if self._transport == "resty" then
-    fail("submit, poll and wait drive libcurl; inside nginx use batch (light threads), " ..
-      "or calls in ngx.thread.spawn")
-  end
+  self:_check_jobs_place("submit, poll and wait")
   if callback ~= nil and type(callback) ~= "function" then fail("the callback must be a function") end
-  local call = self:_prepare(kind, image_url, opts)
-  local job = setmetatable({
-    _client = self, _call = call, kind = kind, image_url = image_url, callback = callback,
-    attempts = 0, state = "queued", _started = core.monotonic(),
-  }, Job)
+  local job = self:_new_job(kind, image_url, opts, callback, nil)
   -- Started by the next poll, wait or blocking call: adding a transfer does
   -- no I/O anyway, and a caller can still cancel all before anything is sent.
-  self._queue[#self._queue + 1] = job
+  self._qtail = self._qtail + 1
+  self._queue[self._qtail] = job
+  self._nqueued = self._nqueued + 1
+  self._pending = self._pending + 1
   return job
 end
 
 --- Drives the jobs: at most `timeout` seconds, returning as soon as a job
--- finishes, and runs the callbacks of finished jobs.
+-- finishes, and runs the callbacks of finished jobs. An error a callback
+-- raises is raised from `poll` as it is (tables too); the callbacks of the
+-- other finished jobs then run at the next `poll` or `wait`. A callback may
+-- call anything, `close` included (then `poll` returns 0).
 -- @number[opt=0] timeout seconds to wait at most; 0 makes one pass over the
 --   sockets and never blocks
--- @treturn int the jobs still pending
--- @treturn ?table the errors that callbacks raised (with tracebacks), or nil
+-- @treturn int the jobs still pending (as @{Client:pending})
 function Client:poll(timeout)
   check_open(self)
-  if self._transport == "resty" then fail("poll drives libcurl; inside nginx there is nothing to poll") end
+  self:_check_jobs_place("submit, poll and wait")
   if timeout == nil then timeout = 0 end
   if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
     fail("poll takes a timeout in seconds >= 0")
   end
-  self:_drive(timeout)
-  return self:pending(), self:_take_errors()
+  self:_op(self._drive, timeout)
+  return self:pending()
 end
 
---- Blocks until no job is pending, running their callbacks.
--- @treturn ?table the errors that callbacks raised, or nil
+--- Blocks until no submitted job is pending, running their callbacks. An
+-- error a callback raises is raised from `wait` as it is (the other jobs
+-- stay pending: call `wait` again to go on).
 function Client:wait()
   check_open(self)
-  while self:pending() > 0 or #self._finished > 0 do self:_drive(1) end
-  return self:_take_errors()
+  self:_check_jobs_place("submit, poll and wait")
+  self:_op(self._wait)
+end
+
+function Client:_wait()
+  while not self._closed and (self._pending > 0 or self._fhead <= self._ftail) do self:_drive(1) end
 end
 
 local BATCH_OPTIONS = { concurrency = true, on_progress = true }
 
 local function summarize(results, total, started)
-  local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = core.monotonic() - started }
+  local summary = { total = total, ok = 0, failed = 0, billed = 0, elapsed = monotonic() - started }
   for i = 1, total do
     local r = results[i]
     if errors.is_error(r) then summary.failed = summary.failed + 1 else summary.ok = summary.ok + 1 end
@@ -739,7 +940,7 @@ end
 
 -- batch inside nginx: `limit` light threads, each taking the next image.
 function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
-  local total, started = #urls, core.monotonic()
+  local total, started = #urls, monotonic()
   local results, done, next_i = {}, 0, 1
   local ok, err = resty.run_threads(math.min(limit, total), function(_, stopped)
     while next_i <= total and not stopped() do
@@ -755,10 +956,52 @@ function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
     -- The calls under way when on_progress raised were finished (with no
     -- more progress reported); the images never started are cancelled
     -- calls, not billed.
-    self:_count_cancelled(total - next_i + 1, "not_billed")
+    self:_count_cancelled(total - next_i + 1)
     error(err, 0)
   end
   return results, summarize(results, total, started)
+end
+
+-- batch with libcurl: the images as jobs of this batch (see Jobs above).
+function Client:_batch_jobs(kind, urls, call_opts, limit, on_progress)
+  local total, started = #urls, monotonic()
+  local batch = { results = {}, outstanding = 0, done = 0 }
+  local jobs, next_i, reported = {}, 1, 0
+  local ok, e = pcall(function()
+    while reported < total and not self._closed do
+      while batch.outstanding < limit and next_i <= total and not self._closed do
+        local job = self:_new_job(kind, urls[next_i], call_opts, nil, batch)
+        job._index, jobs[next_i] = next_i, job
+        next_i, batch.outstanding = next_i + 1, batch.outstanding + 1
+        self:_start(job)
+      end
+      if reported == batch.done and not self._closed then self:_drive(1, batch) end
+      -- Progress for every image that ended, also those that ended while
+      -- on_progress ran (it may poll, wait or run another batch).
+      while reported < batch.done and not self._closed do
+        reported = reported + 1
+        if on_progress then self:_user(on_progress, reported, total) end
+      end
+    end
+  end)
+  if not ok or self._closed then
+    -- Cancelled: the images under way (billing unknown) and waiting for a
+    -- retry; those never started are cancelled calls, not billed.
+    for i = 1, next_i - 1 do
+      local job = jobs[i]
+      if job.state ~= "done" and job.state ~= "cancelled" then job:_cancel() end
+    end
+    self:_count_cancelled(total - next_i + 1)
+    if not ok then error(e, 0) end
+    -- Closed from on_progress: every image still gets its slot.
+    for i = 1, total do
+      if batch.results[i] == nil then
+        batch.results[i] = jobs[i] and jobs[i].error or
+          errors.cancelled("not sent: the client was closed during the batch", false, 0)
+      end
+    end
+  end
+  return batch.results, summarize(batch.results, total, started)
 end
 
 --- Reads every image of a list, `concurrency` at a time, and waits for all.
@@ -766,14 +1009,16 @@ end
 -- timeout per attempt (counted from when it starts), and a failure of one
 -- never disturbs the others. If `on_progress` raises, the images not
 -- finished are cancelled (those never sent count as cancelled calls, not
--- billed) and the error is raised again. Inside nginx the images run as
--- light threads.
+-- billed) and the error is raised again. `on_progress` may use the client
+-- (poll, wait, a blocking call, another batch, close: then the images not
+-- finished are cancelled and their slots hold errors of kind `cancelled`).
+-- Inside nginx the images run as light threads.
 -- @string kind `"recognize"` or `"handwriting"`
 -- @tparam {string,...} urls the images' http(s) URLs
 -- @tparam[opt] table opts the batch's options, and any call option (`show`,
 --   `params`, `timeout`, `method`, `retries`) for every image:
 -- @tparam[opt] int opts.concurrency images at once (the client's `concurrency`;
---   may be higher)
+--   may be higher; the client's setting is not changed)
 -- @tparam[opt] function opts.on_progress `on_progress(done, total)`, called
 --   after each image
 -- @treturn {aliocr.Result|aliocr.Error,...} one per URL, in the order of `urls`
@@ -798,42 +1043,8 @@ function Client:batch(kind, urls, opts)
   for i = 1, total do self:_prepare(kind, urls[i], call_opts, plan) end
 
   self:_check_place()
-  if self._transport == "resty" then return self:_batch_threads(kind, urls, call_opts, limit, on_progress) end
-
-  -- A batch may run more at once than the client's concurrency.
-  local saved_concurrency = self._concurrency
-  if limit > saved_concurrency then self._concurrency = limit end
-  local started = core.monotonic()
-  local results, jobs, done, next_i, outstanding = {}, {}, 0, 1, 0
-  local newly = {}
-  local function on_done(res, err, job)
-    results[job._index] = res or err
-    outstanding = outstanding - 1
-    newly[#newly + 1] = job._index
-  end
-  local ok, e = pcall(function()
-    while done < total do
-      while outstanding < limit and next_i <= total do
-        local job = self:submit(kind, urls[next_i], call_opts, on_done)
-        job._index, jobs[next_i] = next_i, job
-        next_i, outstanding = next_i + 1, outstanding + 1
-      end
-      self:_drive(1)
-      for _ = 1, #newly do
-        done = done + 1
-        if on_progress then on_progress(done, total) end
-      end
-      newly = {}
-    end
-  end)
-  self._concurrency = saved_concurrency
-  if not ok then
-    for _, job in pairs(jobs) do job:cancel() end
-    -- The images never submitted are calls too: cancelled, not billed.
-    self:_count_cancelled(total - next_i + 1, "not_billed")
-    error(e, 0)
-  end
-  return results, summarize(results, total, started)
+  if self._resty then return self:_batch_threads(kind, urls, call_opts, limit, on_progress) end
+  return self:_op(self._batch_jobs, kind, urls, call_opts, limit, on_progress)
 end
 
 -- The documentation of jobs, whose methods are above among the client's.

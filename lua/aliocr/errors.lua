@@ -36,6 +36,12 @@ function M.new(fields) return setmetatable(fields, Error) end
 --- True when `v` is an aliocr error object.
 function M.is_error(v) return getmetatable(v) == Error end
 
+--- The error of a call that was cancelled (kind `cancelled`): `billed` is
+-- false when nothing of it can have been billed, nil when unknown.
+function M.cancelled(msg, billed, attempts)
+  return M.new({ kind = "cancelled", ok = 0, msg = msg, billed = billed, retryable = false, attempts = attempts })
+end
+
 -- Gateway errors -----------------------------------------------------------
 
 -- Classic X-Ca-Error-Message prefixes (reference table 3.1).
@@ -124,10 +130,14 @@ function M.classify(r)
     if not status then
       if r.sent then billed = nil else billed = false end
     end
+    -- TLS spoken to a plain HTTP port (an https:// URL with the port of an
+    -- http:// one) is a configuration mistake: no retry mends it.
+    local misconfigured = r.curl_name == "SSL_CONNECT_ERROR" and type(r.curl_error) == "string"
+      and r.curl_error:find("wrong version number", 1, true) ~= nil
     return M.new({
       kind = r.curl_name == "OPERATION_TIMEDOUT" and "timeout" or "transport",
       ok = 0, msg = r.curl_error, status = status, billed = billed, code = r.curl_name,
-      request_id = request_id, retryable = billed == false and not permanent[r.curl_name],
+      request_id = request_id, retryable = billed == false and not permanent[r.curl_name] and not misconfigured,
     })
   end
 

@@ -64,7 +64,7 @@ function M.batch()
   client:close()
 end
 
---- POST /misuse { client, call = "call" | "batch" | "submit" | "poll" }: what a call
+--- POST /misuse { client, call = "call" | "batch" | "submit" | "poll" | "wait" }: what a call
 -- that cannot work inside nginx raises.
 function M.misuse()
   local c = body_json()
@@ -72,6 +72,7 @@ function M.misuse()
     local client = aliocr.new(c.client)
     if c.call == "submit" then client:submit("recognize", c.url) end
     if c.call == "poll" then client:poll(0) end
+    if c.call == "wait" then client:wait() end
     if c.call == "call" then client:recognize(c.url) end
     if c.call == "batch" then client:batch("recognize", { c.url }) end
   end)
