@@ -4,11 +4,14 @@
  * luaopen_aliocr_core builds the module table: the engine (HTTP transfers on
  * a libcurl multi handle, JSON bodies to tables by lua-cjson), credentials
  * (request signing with OpenSSL's libcrypto), and a few helpers the Lua
- * layer needs from C: clocks, sleep, nonces, MD5.
+ * layer and the command line tool need from C: clocks, sleep, nonces, MD5,
+ * isatty, and catching SIGINT.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <signal.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +28,9 @@
 #endif
 
 static int curl_ready = 0;
+
+/* Set by the SIGINT handler that catch_interrupts installs; never reset. */
+static volatile sig_atomic_t interrupted = 0;
 
 void aliocr_base64(const unsigned char *in, size_t n, char *out)
 {
@@ -109,9 +115,46 @@ static int core_sleep(lua_State *L)
         return 0;
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    /* A SIGINT caught by catch_interrupts ends the sleep: the caller is to
+     * stop, not to wait for a retry. */
+    while (!interrupted && nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
     return 0;
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/***
+ * Catches SIGINT from now on (for the command line tool): the signal only
+ * sets a flag that `interrupted` reads, so that the caller stops where it
+ * chooses. Without SA_RESTART, a system call it interrupts (libcurl's poll,
+ * a read, `sleep`) returns early. Calling it again changes nothing.
+ * @function catch_interrupts
+ */
+static int core_catch_interrupts(lua_State *L)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    if (sigaction(SIGINT, &sa, NULL) != 0)
+        return luaL_error(L, "sigaction: %s", strerror(errno));
+    return 0;
+}
+
+/***
+ * Whether a SIGINT arrived since `catch_interrupts`.
+ * @function interrupted
+ */
+static int core_interrupted(lua_State *L)
+{
+    lua_pushboolean(L, interrupted != 0);
+    return 1;
 }
 
 /***
@@ -172,6 +215,8 @@ static int core_isatty(lua_State *L)
 
 static const luaL_Reg core_funcs[] = {
     {"isatty", core_isatty},
+    {"catch_interrupts", core_catch_interrupts},
+    {"interrupted", core_interrupted},
     {"versions", core_versions},
     {"monotonic", core_monotonic},
     {"now_ms", core_now_ms},
