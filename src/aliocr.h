@@ -42,6 +42,9 @@ aliocr_credentials *aliocr_check_credentials(lua_State *L, int i);
 /* Standard Base64 of n bytes, with padding, into out (at least 4*((n+2)/3)+1). */
 void aliocr_base64(const unsigned char *in, size_t n, char *out);
 
+/* Whether a SIGINT arrived since core.catch_interrupts (never, without it). */
+int aliocr_interrupted(void);
+
 /* Seconds on the monotonic clock. */
 double aliocr_monotonic(void);
 

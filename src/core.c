@@ -122,6 +122,11 @@ static int core_sleep(lua_State *L)
     return 0;
 }
 
+int aliocr_interrupted(void)
+{
+    return interrupted != 0;
+}
+
 static void on_sigint(int sig)
 {
     (void)sig;

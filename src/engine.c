@@ -1112,7 +1112,8 @@ static int engine_run(lua_State *L)
     int n = 0, pending = 0, decode, list_idx;
     job *j, *taken;
     CURLMcode mc = drive(e, 0, NULL);
-    while (mc == CURLM_OK && !e->done && e->active) {
+    /* A caught SIGINT (see core.catch_interrupts) ends the wait. */
+    while (mc == CURLM_OK && !e->done && e->active && !aliocr_interrupted()) {
         double left = deadline - aliocr_monotonic();
         if (left <= 0)
             break;

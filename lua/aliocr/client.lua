@@ -19,7 +19,7 @@ Client.__index = Client
 Client.__name = "aliocr.Client"
 
 local getenv, random, floor = os.getenv, math.random, math.floor
-local monotonic, huge, min, max = core.monotonic, math.huge, math.min, math.max
+local monotonic, interrupted, huge, min, max = core.monotonic, core.interrupted, math.huge, math.min, math.max
 
 local ACCEPT = "application/json"
 local FORM = "application/x-www-form-urlencoded; charset=UTF-8"
@@ -826,7 +826,9 @@ end
 function Client:_drive(timeout, owner)
   local deadline = monotonic() + timeout
   local outcomes = self._outcomes
-  while not self._closed do
+  -- A SIGINT caught by core.catch_interrupts (the command line tool) ends
+  -- the drive: the caller is to stop, not to start more.
+  while not self._closed and not interrupted() do
     self:_pump(owner)
     if self._closed then break end
     local left = deadline - monotonic()
@@ -840,12 +842,11 @@ function Client:_drive(timeout, owner)
       local soonest = self:_next_retry(owner)
       if soonest < huge then core.sleep(max(0, min(left, soonest - monotonic()))) end
     end
-    if self._closed then break end
+    -- A call that ended returns at once, before anything else starts: its
+    -- callback (or the batch) may want to stop the rest.
+    if self._closed or self._outcomes ~= outcomes or self._fhead <= self._ftail then break end
     self:_pump(owner)
-    if self._outcomes ~= outcomes or self._fhead <= self._ftail or monotonic() >= deadline
-        or not self:_has_work(owner) then
-      break
-    end
+    if monotonic() >= deadline or not self:_has_work(owner) then break end
   end
   if owner then return end
   while self._fhead <= self._ftail and not self._closed do
