@@ -1166,13 +1166,15 @@ static int engine_cancel(lua_State *L)
     job *j;
     for (j = e->active; j; j = j->next) {
         if (j->id == id) {
-            curl_off_t sent = 0;
-            curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &sent);
+            curl_off_t size = 0;
+            int sent;
+            curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &size);
+            sent = size > 0 || j->requests > 1;
             curl_multi_remove_handle(e->multi, j->easy);
             unlink_job(&e->active, j);
             job_free(e, j);
             lua_pushboolean(L, 1);
-            lua_pushboolean(L, sent > 0 || j->requests > 1);
+            lua_pushboolean(L, sent);
             return 2;
         }
     }

@@ -693,7 +693,8 @@ function Job:_cancel()
   local billed -- nil: unknown
   if unknown == 0 then billed = false end
   self.error = errors.cancelled(in_flight and "cancelled while under way: the request may have reached the gateway"
-    or "cancelled before it was sent", billed, self.attempts)
+    or (self.attempts > 0 and "cancelled while waiting for a retry" or "cancelled before it was sent"),
+    billed, self.attempts)
   client:_account(false, unknown, "cancelled")
   return true
 end
@@ -924,7 +925,12 @@ function Client:wait()
 end
 
 function Client:_wait()
-  while not self._closed and (self._pending > 0 or self._fhead <= self._ftail) do self:_drive(1) end
+  while not self._closed and (self._pending > 0 or self._fhead <= self._ftail) do
+    -- Nothing that could ever finish (an interrupt caught in the middle of
+    -- the client's own code can leave a count behind): do not spin.
+    if self._fhead > self._ftail and not self:_has_work(nil) then break end
+    self:_drive(1)
+  end
 end
 
 local BATCH_OPTIONS = { concurrency = true, on_progress = true }
