@@ -395,6 +395,91 @@ describe("hostile use", function()
     client:close()
   end)
 
+  describe("found by review", function()
+    -- The engine's metatable is locked: count its run calls through a proxy.
+    local function count_runs(client)
+      local real, n = client._engine, { runs = 0 }
+      client._engine = setmetatable({}, { __index = function(_, k)
+        local v = real[k]
+        if k == "run" then return function(_, ...) n.runs = n.runs + 1 return v(real, ...) end end
+        if type(v) == "function" then return function(_, ...) return v(real, ...) end end
+        return v
+      end })
+      return n, function() client._engine = real end
+    end
+
+    it("a retry due while every slot is busy does not make wait spin", function()
+      local client = client_of({ concurrency = 1, retry_delay = 0.05, retry_max_delay = 0.05 })
+      emu:fault({ mode = "service_unavailable", api = "handwriting", times = 1 })
+      emu:fault({ mode = "latency", ms = 1000, api = "advanced", times = 1 })
+      local b = client:submit("handwriting", emu.image .. "?b")
+      local a = client:submit("recognize", emu.image .. "?a")
+      local n, restore = count_runs(client)
+      client:wait()
+      restore()
+      assert.same({ "done", "done", 2 }, { a.state, b.state, b.attempts })
+      assert.is_true(n.runs < 100, n.runs .. " engine:run calls for one second of waiting")
+      check_ledger(emu, client:stats())
+      client:close()
+    end)
+
+    it("an error raised while a response is handled (an interrupt) loses no answer", function()
+      if jit then return pending("LuaJIT's call hooks do not see every call: this one simulates lua.c's") end
+      local client = client_of({ retries = 0 })
+      local delivered = 0
+      for i = 1, 3 do
+        client:submit("recognize", emu.image .. "?i=" .. i, nil, function() delivered = delivered + 1 end)
+      end
+      assert.truthy(client:recognize(emu.image .. "?blocking")) -- drives the jobs along
+      socket.sleep(0.3) -- their answers are in, not collected yet
+      local fired = false
+      local outcome = getmetatable(client)._outcome
+      debug.sethook(function()
+        local info = debug.getinfo(2, "f")
+        if not fired and info and info.func == outcome then fired = true error("interrupted!") end
+      end, "c")
+      local ok, e = pcall(client.poll, client, 0)
+      debug.sethook()
+      assert.is_true(fired)
+      assert.is_false(ok)
+      assert.matches("interrupted!", e)
+      client:wait()
+      assert.equal(3, delivered)
+      assert.equal(0, client:pending())
+      local s = client:stats()
+      assert.same({ 4, 4 }, { s.requests, s.billed })
+      check_ledger(emu, s)
+      client:close()
+    end)
+
+    it("a close from a finalizer stops a batch and a wait: nothing more is sent", function()
+      local client = client_of({ concurrency = 2 })
+      -- A finalizer can run at any allocation; a count hook stands for one
+      -- here, so that the close comes in the middle of the batch's own code
+      -- on every runtime (the JIT compiler is off: hooks skip compiled code).
+      local armed = true
+      if jit then jit.off() end
+      debug.sethook(function()
+        if armed and client:stats().attempts >= 4 then armed = false client:close() end
+      end, "", 50)
+      local ok, results, summary = pcall(client.batch, client, "recognize", images(emu, 30), { concurrency = 2 })
+      debug.sethook()
+      if jit then jit.on() end
+      assert.is_false(armed)
+      assert.is_true(ok, tostring(results))
+      assert.equal(30, #results)
+      assert.is_true(summary.failed > 0)
+      for _, r in ipairs(results) do
+        assert.truthy(not aliocr.is_error(r) or r.kind == "cancelled", tostring(r))
+      end
+      assert.matches("closed", tostring(client))
+      local s = client:stats()
+      assert.is_true(s.attempts < 30, s.attempts .. " attempts")
+      assert.equal(30, s.requests)
+      check_ledger(emu, s)
+    end)
+  end)
+
   describe("finding 14: misuse says aliocr: and points at the caller", function()
     local SRC = debug.getinfo(1, "S").short_src
     local function raises(fn, pattern)

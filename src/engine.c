@@ -610,22 +610,25 @@ static int build_protected(lua_State *L)
     return 1;
 }
 
-/* Builds the response of the detached job j with the decode function at
- * stack index `decode`: returns 0 with the response pushed, or the error
- * status with the error pushed. */
-static int build(lua_State *L, int decode, job *j)
+/* Pushes what building needs, before any job is taken off the lists (on
+ * Lua 5.1 pushing a C function allocates, and so may raise): the protected
+ * builder, then the engine's decode function. Returns the builder's index. */
+static int push_builder(lua_State *L, const engine *e)
 {
     lua_pushcfunction(L, build_protected);
-    lua_pushlightuserdata(L, j);
-    lua_pushvalue(L, decode);
-    return lua_pcall(L, 2, 1, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
+    return lua_gettop(L) - 1;
 }
 
-/* Pushes the engine's decode function (see build); returns its index. */
-static int push_decode(lua_State *L, const engine *e)
+/* Builds the response of the detached job j with the builder pushed at
+ * stack index b: returns 0 with the response pushed, or the error status
+ * with the error pushed. Nothing here can raise outside the protected call. */
+static int build(lua_State *L, int b, job *j)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->decode_ref);
-    return lua_gettop(L);
+    lua_pushvalue(L, b);
+    lua_pushlightuserdata(L, j);
+    lua_pushvalue(L, b + 1);
+    return lua_pcall(L, 2, 1, 0);
 }
 
 /* Request options ----------------------------------------------------------------- */
@@ -642,7 +645,8 @@ typedef struct request {
 static const char *opt_string(lua_State *L, int t, const char *name)
 {
     const char *s = NULL;
-    lua_getfield(L, t, name);
+    lua_pushstring(L, name);
+    lua_rawget(L, t); /* no metamethod: the table holds what it gives */
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "request field '%s' must be a string", name);
@@ -656,7 +660,8 @@ static const char *opt_string(lua_State *L, int t, const char *name)
 static lua_Number opt_number(lua_State *L, int t, const char *name, lua_Number def)
 {
     lua_Number n = def;
-    lua_getfield(L, t, name);
+    lua_pushstring(L, name);
+    lua_rawget(L, t); /* no metamethod: the table holds what it gives */
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "request field '%s' must be a number", name);
@@ -671,7 +676,8 @@ static lua_Number opt_number(lua_State *L, int t, const char *name, lua_Number d
 static int opt_bool(lua_State *L, int t, const char *name, int def)
 {
     int b = def;
-    lua_getfield(L, t, name);
+    lua_pushstring(L, name);
+    lua_rawget(L, t); /* no metamethod: the table holds what it gives */
     if (!lua_isnil(L, -1))
         b = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -697,7 +703,8 @@ static void read_request(lua_State *L, int t, request *r)
         r->post = 1;
     else if (strcmp(method, "GET") != 0)
         luaL_error(L, "request method must be \"GET\" or \"POST\"");
-    lua_getfield(L, t, "body");
+    lua_pushliteral(L, "body");
+    lua_rawget(L, t);
     if (!lua_isnil(L, -1))
         r->body = luaL_checklstring(L, -1, &r->body_len);
     lua_pop(L, 1);
@@ -711,11 +718,13 @@ static void read_request(lua_State *L, int t, request *r)
     r->max_bytes = (curl_off_t)opt_number(L, t, "max_bytes", DEFAULT_MAX_BYTES);
     if (r->timeout_ms < 0 || r->connect_timeout_ms < 0 || r->max_bytes < 0)
         luaL_error(L, "request timeouts and max_bytes must not be negative");
-    lua_getfield(L, t, "credentials");
+    lua_pushliteral(L, "credentials");
+    lua_rawget(L, t);
     if (!lua_isnil(L, -1))
         r->cred = aliocr_check_credentials(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, t, "headers");
+    lua_pushliteral(L, "headers");
+    lua_rawget(L, t);
     if (!lua_isnil(L, -1)) {
         int i, n;
         luaL_checktype(L, -1, LUA_TTABLE);
@@ -737,7 +746,8 @@ static struct curl_slist *build_headers(lua_State *L, int t, const request *r)
 {
     struct curl_slist *list = NULL, *next;
     int i, n;
-    lua_getfield(L, t, "headers");
+    lua_pushliteral(L, "headers");
+    lua_rawget(L, t);
     n = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
@@ -872,6 +882,7 @@ static int engine_add(lua_State *L)
 static int engine_perform(lua_State *L)
 {
     engine *e = check_engine(L, 1);
+    int b = push_builder(L, e);
     job *j = start(L, e, 2);
     int status;
     while (!is_done(e, j)) {
@@ -888,7 +899,7 @@ static int engine_perform(lua_State *L)
         }
     }
     unlink_done(e, j);
-    status = build(L, push_decode(L, e), j);
+    status = build(L, b, j);
     job_free(e, j);
     if (status != 0)
         return lua_error(L);
@@ -1011,7 +1022,7 @@ static int engine_call(lua_State *L)
     profile *p;
     job *j;
     CURLcode rc;
-    int status;
+    int status, b = push_builder(L, e);
     if (e->closed) /* the arguments' conversion may have run a finalizer */
         return luaL_error(L, "attempt to use a closed aliocr engine");
     if (id < 1 || id > e->nprofiles)
@@ -1062,7 +1073,7 @@ static int engine_call(lua_State *L)
         }
     }
     unlink_done(e, j);
-    status = build(L, push_decode(L, e), j);
+    status = build(L, b, j);
     p->busy = 0;
     if (p->orphan) {
         profile_free(p); /* the engine was closed while the answer was built */
@@ -1088,7 +1099,7 @@ static int engine_decode(lua_State *L)
     engine *e = check_engine(L, 1);
     size_t n;
     const char *p = luaL_checklstring(L, 2, &n);
-    if (decode_json(L, push_decode(L, e), p, n))
+    if (decode_json(L, push_builder(L, e) + 1, p, n))
         return 1;
     lua_pushnil(L);
     lua_insert(L, -2);
@@ -1109,9 +1120,12 @@ static int engine_run(lua_State *L)
     engine *e = check_engine(L, 1);
     lua_Number timeout = luaL_optnumber(L, 2, 0);
     double deadline = aliocr_monotonic() + (timeout > 0 ? timeout : 0);
-    int n = 0, pending = 0, decode, list_idx;
+    int n = 0, pending = 0, b = push_builder(L, e), list_idx;
     job *j, *taken;
-    CURLMcode mc = drive(e, 0, NULL);
+    CURLMcode mc;
+    lua_newtable(L); /* allocations before any job is taken (see build) */
+    list_idx = lua_gettop(L);
+    mc = drive(e, 0, NULL);
     /* A caught SIGINT (see core.catch_interrupts) ends the wait. */
     while (mc == CURLM_OK && !e->done && e->active && !aliocr_interrupted()) {
         double left = deadline - aliocr_monotonic();
@@ -1124,13 +1138,10 @@ static int engine_run(lua_State *L)
     /* The finished jobs are ours from here on (see build). */
     taken = e->done;
     e->done = e->done_tail = NULL;
-    decode = push_decode(L, e);
-    lua_newtable(L);
-    list_idx = lua_gettop(L);
     while ((j = taken) != NULL) {
         taken = j->next;
         j->next = NULL;
-        if (build(L, decode, j) != 0) {
+        if (build(L, b, j) != 0) {
             /* This job and the rest wait for the next run; what was built
              * is returned with the error, so that nothing is lost. */
             j->next = taken;
@@ -1163,6 +1174,7 @@ static int engine_cancel(lua_State *L)
 {
     engine *e = check_engine(L, 1);
     lua_Integer id = luaL_checkinteger(L, 2);
+    int b = push_builder(L, e);
     job *j;
     for (j = e->active; j; j = j->next) {
         if (j->id == id) {
@@ -1182,7 +1194,7 @@ static int engine_cancel(lua_State *L)
         if (j->id == id) {
             /* Too late: the answer is in. It is handed over, not dropped. */
             unlink_done(e, j);
-            if (build(L, push_decode(L, e), j) != 0) {
+            if (build(L, b, j) != 0) {
                 give_back(e, j);
                 return lua_error(L);
             }

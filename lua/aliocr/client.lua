@@ -222,6 +222,10 @@ function Client.new(opts)
     -- finished; outcomes so far (to see that something finished).
     _queue = {}, _qhead = 1, _qtail = 0, _nqueued = 0, _running = {}, _active = 0, _retrying = {},
     _finished = {}, _fhead = 1, _ftail = 0, _pending = 0, _outcomes = 0,
+    -- Responses the engine handed over that are not handled yet (an error
+    -- while handling one leaves the rest for the next drive), and the job
+    -- whose attempt is being started.
+    _unhandled = {}, _uhead = 1, _utail = 0, _starting = nil,
     -- The plans of calls with no options, and the engine's prepared calls
     -- for them (by kind).
     _plans = {}, _profiles = {},
@@ -251,7 +255,7 @@ end
 
 local function check_open(self)
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
-  if self._closed or self._close_pending then fail("attempt to use a closed client") end
+  if self._closed then fail("attempt to use a closed client") end
 end
 
 -- One operation of a client (a call, poll, wait, batch) runs as a protected
@@ -527,7 +531,7 @@ function Client:_call(kind, image_url, opts)
       and self:_plain_image_url(image_url) and API_OF[kind] then
     plan = self:_default_plan(kind)
     local id = self:_profile(kind, plan)
-    local response = id and self._engine:call(id, image_url)
+    local response = id and not self._closed and self._engine:call(id, image_url)
     if response then
       attempts = 1
       self._stats.attempts = self._stats.attempts + 1
@@ -541,7 +545,7 @@ function Client:_call(kind, image_url, opts)
   self:_check_place()
   if not self._resty then self:_pump() end -- jobs submitted before go out along with this call
   while true do
-    if self._closed or self._close_pending then
+    if self._closed then
       -- Closed between attempts (from a finalizer during the back-off).
       local billed -- nil: an earlier attempt's billing is unknown
       if unknown == 0 then billed = false end
@@ -616,18 +620,24 @@ end
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   if self._closed then return true end
-  -- From a finalizer in the middle of an operation: at its end (see _op).
-  if self._in_op then self._close_pending = true return true end
-  self:_close_now()
+  -- Jobs still pending are cancelled (and accounted as such); none starts.
+  self._closed = true
+  local ok, e = pcall(function()
+    for _, job in ipairs(self:_jobs()) do job:_cancel() end
+  end)
+  -- From a finalizer in the middle of an operation, the engine and the
+  -- credentials are closed at its end (see _op): it is still using them.
+  if self._in_op then
+    self._close_pending = true
+  else
+    self:_close_now()
+  end
+  if not ok then error(e, 0) end
   return true
 end
 
 function Client:_close_now()
   self._close_pending = nil
-  if self._closed then return end
-  -- Jobs still pending are cancelled (and accounted as such); none starts.
-  self._closed = true
-  for _, job in ipairs(self:_jobs()) do job:_cancel() end
   self._engine:close()
   self._cred:close()
 end
@@ -658,7 +668,8 @@ function Job:_cancel()
   local client, state = self._client, self.state
   local in_flight = false
   if state == "queued" then
-    client._nqueued = client._nqueued - 1 -- it stays in the queue, skipped
+    -- A submitted job stays in the queue, skipped; a batch's was never in it.
+    if not self._owner then client._nqueued = client._nqueued - 1 end
   elseif state == "running" then
     local r, sent = client._engine:cancel(self._id)
     if not r then return false end -- its answer is being handed over right now
@@ -712,6 +723,8 @@ function Client:_jobs()
   end
   for _, j in pairs(self._running) do list[#list + 1] = j end
   for j in pairs(self._retrying) do list[#list + 1] = j end
+  local j = self._starting
+  if j and j.state == "starting" then list[#list + 1] = j end
   return list
 end
 
@@ -726,8 +739,10 @@ end
 -- Starts an attempt of a job (taken off the queue or the retry set).
 function Client:_start(job)
   job.state = "starting"
+  self._starting = job
   local call = job._call
   local req = self:_request(call.url, call.params, call.method, call.timeout)
+  self._starting = nil
   if job.state ~= "starting" or self._closed then
     -- Cancelled meanwhile (from a finalizer), or the client closed.
     if job.state == "starting" then job:_cancel() end
@@ -771,11 +786,18 @@ function Client:_pump(owner)
   end
 end
 
--- The time of the soonest retry that _pump(owner) may start (math.huge if none).
-function Client:_next_retry(owner)
+-- The time of the soonest retry that _pump(owner) may start (math.huge if
+-- none): a submitted job's only while there is a slot for it (a finished
+-- transfer wakes the drive anyway), so that a due retry waiting for a slot
+-- does not make the drive spin. With `any`, every retry _pump(owner) may
+-- ever start, slot or not.
+function Client:_next_retry(owner, any)
   local soonest = huge
+  local slot = any or self._active < self._concurrency
   for job in pairs(self._retrying) do
-    if job._owner == nil or job._owner == owner then soonest = min(soonest, job._retry_at) end
+    if (job._owner == nil and slot) or (job._owner ~= nil and job._owner == owner) then
+      soonest = min(soonest, job._retry_at)
+    end
   end
   return soonest
 end
@@ -783,10 +805,13 @@ end
 -- A finished transfer of a job: done, or waiting for a retry.
 function Client:_on_response(response)
   local job = self._running[response.id]
-  if not job then return end -- cancelled meanwhile
+  if not job then return end -- cancelled meanwhile, or handled already
+  -- The outcome first (it accounts a final one), then the job's state: an
+  -- error raised while the outcome is made (an interrupt, a finalizer's
+  -- error) leaves the job as it was, and the response for the next drive.
+  local res, err, again, unknown = self:_outcome(job._call, response, job.attempts, job._started, job._unknown)
   self._running[response.id] = nil
   if not job._owner then self._active = self._active - 1 end
-  local res, err, again, unknown = self:_outcome(job._call, response, job.attempts, job._started, job._unknown)
   if again then
     if unknown then job._unknown = job._unknown + 1 end
     job.state = "retrying"
@@ -815,9 +840,25 @@ function Client:pending()
   return self._pending
 end
 
+-- Handles the responses the engine handed over (and any left over).
+function Client:_handle(responses)
+  local q, t = self._unhandled, self._utail
+  for i = 1, responses and #responses or 0 do
+    t = t + 1
+    q[t] = responses[i]
+  end
+  self._utail = t
+  while self._uhead <= self._utail do
+    local i = self._uhead
+    self:_on_response(q[i])
+    q[i], self._uhead = nil, i + 1
+  end
+end
+
 -- Whether _drive(owner) has anything to wait for.
 function Client:_has_work(owner)
-  return next(self._running) ~= nil or self._nqueued > 0 or self:_next_retry(owner) < huge
+  return next(self._running) ~= nil or self._nqueued > 0 or self._uhead <= self._utail
+    or self:_next_retry(owner, true) < huge
 end
 
 -- Drives the jobs for up to `timeout` seconds, returning as soon as a call
@@ -830,6 +871,7 @@ function Client:_drive(timeout, owner)
   -- A SIGINT caught by core.catch_interrupts (the command line tool) ends
   -- the drive: the caller is to stop, not to start more.
   while not self._closed and not interrupted() do
+    if self._uhead <= self._utail then self:_handle(nil) end
     self:_pump(owner)
     if self._closed then break end
     local left = deadline - monotonic()
@@ -837,7 +879,7 @@ function Client:_drive(timeout, owner)
       -- Wake up in time for the next retry, if one is due sooner.
       local wait = min(left, self:_next_retry(owner) - monotonic())
       local responses, _, err = self._engine:run(max(wait, 0))
-      for i = 1, #responses do self:_on_response(responses[i]) end
+      self:_handle(responses)
       if err ~= nil then error(err, 0) end
     elseif left > 0 then
       local soonest = self:_next_retry(owner)
@@ -887,12 +929,18 @@ function Client:submit(kind, image_url, opts, callback)
   self:_check_jobs_place("submit, poll and wait")
   if callback ~= nil and type(callback) ~= "function" then fail("the callback must be a function") end
   local job = self:_new_job(kind, image_url, opts, callback, nil)
+  self._pending = self._pending + 1
+  if self._closed then
+    -- Closed meanwhile (by a finalizer): the job is cancelled at once.
+    job.state = "starting"
+    job:_cancel()
+    return job
+  end
   -- Started by the next poll, wait or blocking call: adding a transfer does
   -- no I/O anyway, and a caller can still cancel all before anything is sent.
   self._qtail = self._qtail + 1
   self._queue[self._qtail] = job
   self._nqueued = self._nqueued + 1
-  self._pending = self._pending + 1
   return job
 end
 
