@@ -21,7 +21,7 @@
 #define IDLE_MAX 64               /* easy handles kept for reuse */
 #define PROFILE_MAX 8             /* prepared calls per engine */
 #define DEFAULT_MAX_BYTES (16 * 1024 * 1024)
-#define BUFFER_KEEP (256 * 1024)  /* a prepared call keeps buffers up to this size */
+#define BUFFER_KEEP ((size_t)256 * 1024) /* a prepared call keeps buffers up to this size */
 
 typedef struct buffer {
     char *data;
