@@ -614,7 +614,9 @@ function Client:stats()
 end
 
 --- Cancels the jobs still pending, frees the client's connections and wipes
--- its credentials; safe to call twice. A closed client raises on use; a
+-- its credentials; safe to call twice. No callback runs after close (a job
+-- whose answer was in keeps it in `job.result` or `job.error`). A closed
+-- client raises on use (`stats` and `pending` still answer); a
 -- client collected without `close` frees everything too. On Lua 5.4 a client
 -- can be a to-be-closed variable (`local client <close> = aliocr.new{...}`).
 function Client:close()
