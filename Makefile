@@ -1,6 +1,6 @@
 # aliocr: developer build. `make` builds, `make test` runs every spec,
 # `make demo` runs the demo against the local emulator, `make docs` makes
-# the API reference, `make install
+# the API reference, `make model` runs the model-based test at length, `make install
 # PREFIX=DIR` installs a standard tree (LUA_VERSION=5.4, 5.3 or 5.1), `make
 # install-luajit PREFIX=DIR` the same for LuaJIT and nginx. Each target first installs the Debian
 # packages it needs (scripts/bootstrap) when they are missing.
@@ -53,7 +53,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test valgrind asan static fuzz demo docs bench soak install install-luajit lint clean
+.PHONY: all bootstrap build test valgrind asan model static fuzz demo docs bench soak install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -92,6 +92,19 @@ build/asan/lua: spec/asan_lua.c
 asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
 	@ASAN=1 spec/run
+
+# The model-based test (spec/model_spec.lua, spec/helpers/model.lua) at
+# length: MODEL_OPS random operations (submit, cancel, poll, wait, batches
+# that re-enter, raise or yield, blocking calls, close, finalizers, faults)
+# in MODEL_SEQS sequences on clients of one emulator, each checked against a
+# model of what every job, call and batch must end as and against the
+# emulator's ledger, with the core built with the sanitizers (as `make asan`).
+# MODEL_SEED=N replays a run; a failure prints its seed and its ops, shrunk.
+MODEL_OPS  ?= 100000
+MODEL_SEQS ?= 200
+model: all
+	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
+	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/model_spec.lua
 
 # libFuzzer harnesses (fuzz/*.c, built with clang and the sanitizers), each
 # run FUZZ_SECONDS from its seed corpus (scripts/fuzz).

@@ -819,6 +819,9 @@ function Client:_on_response(response)
     job.state = "retrying"
     job._retry_at = monotonic() + self:_backoff(job.attempts)
     self._retrying[job] = true
+    -- Closed meanwhile (by a finalizer, which could not see the job while
+    -- it was between lists): no retry will come.
+    if self._closed then job:_cancel() end
     return
   end
   job.state, job.result, job.error = "done", res, err
