@@ -22,14 +22,7 @@ end
 
 local UUID = "^%x+%-%x+%-%x+%-%x+%-%x+$"
 
---- The request log once it holds at least `n` entries (a stalled request is
--- logged only when its stall is over).
-local function log_of(emu, n)
-  return eventually(function()
-    local log = emu:requests()
-    if #log >= n then return log end
-  end) or emu:requests()
-end
+local function log_of(emu, n) return emu:log_of(n) end
 
 
 

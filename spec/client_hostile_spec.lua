@@ -26,13 +26,7 @@ local function on_gc(fn)
   return setmetatable({}, { __gc = fn })
 end
 
---- The request log once it holds `n` entries (or as it is after 5 s).
-local function log_of(emu, n)
-  return eventually(function()
-    local log = emu:requests()
-    if #log >= n then return log end
-  end) or emu:requests()
-end
+local function log_of(emu, n) return emu:log_of(n) end
 
 --- stats() against the emulator: attempts equal the request log, billed
 -- equal to the ledger when nothing is unknown, else the ledger within

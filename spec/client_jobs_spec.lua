@@ -13,7 +13,7 @@ local cjson = require("cjson")
 local aliocr = require("aliocr")
 local util = require("helpers.util")
 local widened = util.slow
-local eventually, stop_clean = util.eventually, util.stop_clean
+local stop_clean = util.stop_clean
 
 -- What the emulator's canned backend answers (the API guide's examples).
 local SEED_TEXT = "冰心散文精选自从太平洋舟中，银花世界之夜以后，再不曾见有团圆*****到了酣畅处，自己觉得是个羽"
@@ -40,14 +40,7 @@ local function by_url(log)
   return out
 end
 
---- The log once it holds at least `n` entries (a request is logged when it
--- is over), else the log as it is.
-local function log_of(emu, n)
-  return eventually(function()
-    local log = emu:requests()
-    if #log >= n then return log end
-  end) or emu:requests()
-end
+local function log_of(emu, n) return emu:log_of(n) end
 
 --- The largest number of requests of `entries` (each known to take at least
 -- `min_seconds`) that began within `window` seconds of one another: all of

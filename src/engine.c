@@ -295,6 +295,27 @@ static int multi_failed(lua_State *L, CURLMcode mc)
     return luaL_error(L, "libcurl's multi interface failed: %s", curl_multi_strerror(mc));
 }
 
+/* Drives until job j has finished and takes it off the engine's lists:
+ * CURLM_OK, or the multi handle's failure (j is taken off then too,
+ * unfinished). */
+static CURLMcode finish_job(engine *e, job *j)
+{
+    while (!is_done(e, j)) {
+        CURLMcode mc = drive(e, 1000, j);
+        if (mc != CURLM_OK) {
+            if (!is_done(e, j)) {
+                curl_multi_remove_handle(e->multi, j->easy);
+                unlink_job(&e->active, j);
+            } else {
+                unlink_done(e, j);
+            }
+            return mc;
+        }
+    }
+    unlink_done(e, j);
+    return CURLM_OK;
+}
+
 /* Gives the detached jobs `list` (linked by next) back to the engine, ahead
  * of the finished ones it holds, for the next run; frees them when the
  * engine was closed meanwhile. */
@@ -885,20 +906,11 @@ static int engine_perform(lua_State *L)
     int b = push_builder(L, e);
     job *j = start(L, e, 2);
     int status;
-    while (!is_done(e, j)) {
-        CURLMcode mc = drive(e, 1000, j);
-        if (mc != CURLM_OK) {
-            if (!is_done(e, j)) {
-                curl_multi_remove_handle(e->multi, j->easy);
-                unlink_job(&e->active, j);
-            } else {
-                unlink_done(e, j);
-            }
-            job_free(e, j);
-            return multi_failed(L, mc);
-        }
+    CURLMcode mc = finish_job(e, j);
+    if (mc != CURLM_OK) {
+        job_free(e, j);
+        return multi_failed(L, mc);
     }
-    unlink_done(e, j);
     status = build(L, b, j);
     job_free(e, j);
     if (status != 0)
@@ -1022,6 +1034,7 @@ static int engine_call(lua_State *L)
     profile *p;
     job *j;
     CURLcode rc;
+    CURLMcode mc;
     int status, b = push_builder(L, e);
     if (e->closed) /* the arguments' conversion may have run a finalizer */
         return luaL_error(L, "attempt to use a closed aliocr engine");
@@ -1059,20 +1072,11 @@ static int engine_call(lua_State *L)
     j->id = ++e->next_id;
     j->next = e->active;
     e->active = j;
-    while (!is_done(e, j)) {
-        CURLMcode mc = drive(e, 1000, j);
-        if (mc != CURLM_OK) {
-            if (!is_done(e, j)) {
-                curl_multi_remove_handle(e->multi, p->easy);
-                unlink_job(&e->active, j);
-            } else {
-                unlink_done(e, j);
-            }
-            p->busy = 0;
-            return multi_failed(L, mc);
-        }
+    mc = finish_job(e, j);
+    if (mc != CURLM_OK) {
+        p->busy = 0;
+        return multi_failed(L, mc);
     }
-    unlink_done(e, j);
     status = build(L, b, j);
     p->busy = 0;
     if (p->orphan) {

@@ -123,6 +123,17 @@ function Emulator:reset() return self:ctl("POST", "/reset") end
 function Emulator:fault(rule) return self:ctl("POST", "/faults", rule) end
 function Emulator:ledger() return (self:ctl("GET", "/ledger")) end
 function Emulator:requests(since) return (self:ctl("GET", "/requests" .. (since and ("?since=" .. since) or ""))) end
+--- The request log once it holds at least `n` entries (a request is logged
+-- when it is over: a stalled one when its stall is), else after 5 s the log
+-- as it is.
+function Emulator:log_of(n)
+  local deadline = socket.gettime() + 5
+  while true do
+    local log = self:requests()
+    if #log >= n or socket.gettime() > deadline then return log end
+    socket.sleep(0.05)
+  end
+end
 --- The ledger once the emulator has settled every answer (it bills in
 -- nginx's log phase, after the answer went out): read until it stops
 -- changing for 0.1 s (at most 5 s).

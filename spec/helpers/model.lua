@@ -1529,10 +1529,16 @@ function M.run(seq, env)
     -- client was not polled, before its request went out): each is an
     -- attempt the emulator's log may lack.
     g.unsent = g.unsent or 0
+    -- So may every earlier attempt of a retried call (retried: not billed),
+    -- and those of a call cancelled with nothing billed.
     local function maybe_unsent(e)
-      if aliocr.is_error(e) and (e.kind == "timeout" or e.kind == "transport") and e.billed == false
-          and e.status == nil then
-        g.unsent = g.unsent + (e.attempts or 1)
+      if type(e) ~= "table" then return end
+      local n = e.attempts or 0
+      if aliocr.is_error(e) and e.billed == false and (e.kind == "cancelled" or
+          ((e.kind == "timeout" or e.kind == "transport") and e.status == nil)) then
+        g.unsent = g.unsent + n
+      elseif n > 1 then
+        g.unsent = g.unsent + n - 1
       end
     end
     for _, o in ipairs(crec.outcomes) do maybe_unsent(o.value) end
