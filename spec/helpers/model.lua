@@ -1542,7 +1542,7 @@ function M.run(seq, env)
       end
     end
     for _, o in ipairs(crec.outcomes) do maybe_unsent(o.value) end
-    for _, j in ipairs(crec.jobs) do maybe_unsent(j.obj.error) end
+    for _, j in ipairs(crec.jobs) do maybe_unsent(j.obj.error or j.obj.result) end
   end
   local t_emu = now()
   -- Until the log holds every attempt; or, when it holds fewer, until it
