@@ -8,14 +8,13 @@
 local cjson = require("cjson")
 local socket = require("socket")
 local emulator = require("helpers.emulator")
+local cli = require("helpers.cli")
 local sh = require("helpers.sh")
 local util = require("helpers.util")
 local unpack = table.unpack or unpack -- Lua 5.1 and LuaJIT have only the global
 
 local q, read_all, write_all = sh.q, sh.read_all, sh.write_all
 
-local TOOL = emulator.root .. "/bin/aliocr"
-local PATH = os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin"
 local SECRET = "secret-XYZ"
 
 -- What the emulator's canned backend answers (the API guide's examples).
@@ -39,21 +38,10 @@ local function scratch_file(suffix)
   return scratch .. "/" .. serial .. suffix
 end
 
---- The shell command that runs bin/aliocr with `args` (a list of strings)
--- in exactly the environment `env` (a table; false drops a name) plus PATH.
-local function command(env, args)
-  -- `timeout`: a tool that hangs fails its test (status 124) instead of the run.
-  local parts = { "timeout", "-k", "5", "60", "env", "-i", "PATH=" .. q(PATH) }
-  local names = {}
-  for k, v in pairs(env) do
-    if v then names[#names + 1] = k end
-  end
-  table.sort(names)
-  for _, k in ipairs(names) do parts[#parts + 1] = k .. "=" .. q(env[k]) end
-  parts[#parts + 1] = q(TOOL)
-  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
-  return table.concat(parts, " ")
-end
+--- The shell command that runs bin/aliocr with `args` in exactly the
+-- environment `env` (helpers.cli's), under `timeout`: a tool that hangs
+-- fails its test (status 124) instead of the run.
+local function command(env, args) return "timeout -k 5 60 " .. cli.command(env, args) end
 
 --- The default environment for an emulator: APPCODE demo and its endpoint,
 -- with `extra` on top (false removes a variable).

@@ -24,7 +24,7 @@ end
 
 --- The shell command that runs bin/aliocr with `args` (a list of strings)
 -- in exactly the environment `env` (a table; false drops a name) plus PATH.
-local function command(env, args)
+function M.command(env, args)
   local parts = { "env", "-i", "PATH=" .. q(PATH) }
   local names = {}
   for k, v in pairs(env) do
@@ -60,7 +60,7 @@ function M.run(dir, env, args, o)
   if o.stdin_redirect then input = o.stdin_redirect end
   local output = o.stdout or (">" .. q(out))
   -- `timeout`: a tool that hangs fails its test (status 124) instead of the run.
-  local status = sh.capture(string.format("timeout -k 5 60 %s %s %s 2>%s; echo $?", command(env, args), input,
+  local status = sh.capture(string.format("timeout -k 5 60 %s %s %s 2>%s; echo $?", M.command(env, args), input,
     output, q(err)))
   local r = { out = read_all(out), err = read_all(err), status = tonumber(status:match("%d+")) }
   os.remove(out)
@@ -97,7 +97,7 @@ function M.spawn(dir, env, args, o)
   end
   -- The inner shell writes its pid and becomes env, then the tool (exec):
   -- the pid is the tool's. The outer one writes the exit status when done.
-  local inner = "echo $$ >" .. q(self.pidfile) .. "; exec env --default-signal=INT " .. command(env, args)
+  local inner = "echo $$ >" .. q(self.pidfile) .. "; exec env --default-signal=INT " .. M.command(env, args)
   local redirect_in = "<" .. q(input)
   -- Read-write: opening it does not wait for a writer, and it never ends.
   if self.fifo then redirect_in = "<>" .. q(input) end
