@@ -319,7 +319,6 @@ static CURLMcode finish_job(engine *e, job *j)
 /* Gives the detached jobs `list` (linked by next) back to the engine, ahead
  * of the finished ones it holds, for the next run; frees them when the
  * engine was closed meanwhile. */
-static void job_free(engine *e, job *j);
 static void give_back(engine *e, job *list)
 {
     job *tail = list;
