@@ -109,11 +109,11 @@ model: all
 # libFuzzer harnesses (fuzz/*.c, built with clang and the sanitizers), each
 # run FUZZ_SECONDS from its seed corpus (scripts/fuzz).
 FUZZ_SECONDS ?= 60
-FUZZ_HARNESSES = build/fuzz/response_fuzz build/fuzz/sign_fuzz
+FUZZ_HARNESSES = build/fuzz/response_fuzz build/fuzz/sign_fuzz build/fuzz/http_fuzz
 build/fuzz/%: fuzz/%.c fuzz/harness.h $(SOURCES) $(HEADERS)
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I src \
-	  $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) -o $@ $< src/core.c src/credentials.c \
+	  $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) -o $@ $< src/core.c src/credentials.c src/http.c \
 	  $(shell pkg-config --libs lua5.4) $(CURL_LIBS)
 
 fuzz: all

@@ -35,6 +35,7 @@ void aliocr_new_class(lua_State *L, const char *name, const luaL_Reg *meta, cons
  * table on top of the stack. */
 void aliocr_engine_open(lua_State *L);
 void aliocr_credentials_open(lua_State *L);
+void aliocr_http_open(lua_State *L);
 
 /* The credentials at stack index i (raises if it is something else or closed). */
 aliocr_credentials *aliocr_check_credentials(lua_State *L, int i);

@@ -3,7 +3,8 @@
  *
  * luaopen_aliocr_core builds the module table: the engine (HTTP transfers on
  * a libcurl multi handle, JSON bodies to tables by lua-cjson), credentials
- * (request signing with OpenSSL's libcrypto), and a few helpers the Lua
+ * (request signing with OpenSSL's libcrypto), the HTTP response reader of
+ * the nginx transport (http.c), and a few helpers the Lua
  * layer and the command line tool need from C: clocks, sleep, nonces, MD5,
  * isatty, and catching SIGINT.
  */
@@ -242,6 +243,7 @@ ALIOCR_EXPORT int luaopen_aliocr_core(lua_State *L)
     luaL_newlib(L, core_funcs);
     aliocr_engine_open(L);
     aliocr_credentials_open(L);
+    aliocr_http_open(L);
     lua_pushstring(L, "aliocr " ALIOCR_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;
