@@ -424,6 +424,137 @@ describe("emulator fault modes", function()
     assert.same({ true, false, false }, { log[1].billed, log[2].billed, log[3].billed })
     assert.same({ 201, 302, 418 }, { log[1].status, log[2].status, log[3].status })
   end)
+
+  -- raw: the bytes of the rule, exactly, over the request's own socket.
+
+  --- POSTs the sample image to interface one over a plain socket and reads
+  -- until the server closes, fails or `timeout` (default 5) passes:
+  -- returns the bytes read, the error that ended the read (nil when the
+  -- server closed the connection cleanly) and the seconds it took. With
+  -- `keep`, the socket is returned open (the caller closes it).
+  local function raw_exchange(timeout, keep, get)
+    local host, port, path = emu.advanced:match("^http://([^/:]+):(%d+)(/.*)$")
+    local c = socket.tcp()
+    c:settimeout(timeout or 5)
+    assert(c:connect(host, tonumber(port)))
+    local form = "url=" .. urlencode(emu.image)
+    local request = get
+      and table.concat({ "GET " .. path .. "?" .. form .. " HTTP/1.1", "Host: " .. host,
+        "Authorization: APPCODE demo", "", "" }, "\r\n")
+      or table.concat({ "POST " .. path .. " HTTP/1.1", "Host: " .. host, "Authorization: APPCODE demo",
+        "Content-Type: application/x-www-form-urlencoded", "Content-Length: " .. #form, "", form }, "\r\n")
+    local t0 = socket.gettime()
+    assert(c:send(request))
+    local data, err, partial = c:receive("*a")
+    local took = socket.gettime() - t0
+    if keep then return data or partial, err, took, c end
+    c:close()
+    return data or partial, err, took
+  end
+
+  it("raw: exactly the bytes of data, then the connection closes; billed by the rule's status, 2xx or not",
+    function()
+      local wire = "HTTP/1.1 200 OK\r\nContent-Length: -1\r\nContent-Length: 7\r\n\r\nnot {}\n"
+      emu:fault({ { mode = "raw", status = 200, data = wire, times = 1 },
+        { mode = "raw", status = 502, data = wire, times = 1 } })
+      local got, err = raw_exchange()
+      assert.is_nil(err)
+      assert.equal(wire, got)
+      -- Nothing of data is parsed: the ledger bills the status of the rule.
+      got, err = raw_exchange()
+      assert.is_nil(err)
+      assert.equal(wire, got)
+      assert.same(bill(2, 1), account(emu, 2))
+      local log = emu:requests()
+      assert.same({ 200, 502 }, { log[1].status, log[2].status })
+      assert.same({ "raw", "raw" }, { log[1].fault, log[2].fault })
+    end)
+
+  it("raw: also for a GET, which has no body to read first", function()
+    emu:fault({ mode = "raw", status = 201, data = "HTTP/1.1 201 Created\r\n\r\n" })
+    local got, err = raw_exchange(5, false, true)
+    assert.is_nil(err)
+    assert.equal("HTTP/1.1 201 Created\r\n\r\n", got)
+    assert.same(bill(1, 1), account(emu, 1))
+  end)
+
+  it("raw: fill streams bytes copies of byte, then pieces come one at a time, gap_ms apart", function()
+    emu:fault({ mode = "raw", status = 200, data = "HEAD:", fill = { bytes = 3 * 65536 + 5, byte = "z" },
+      pieces = { "<1>", "<2>", "<3>" }, gap_ms = 300 })
+    local got, err, took = raw_exchange()
+    assert.is_nil(err)
+    assert.equal("HEAD:" .. string.rep("z", 3 * 65536 + 5) .. "<1><2><3>", got)
+    assert.truthy(took >= 0.9, "three pieces 300 ms apart came in " .. took .. " s")
+    -- fill without byte: "A"s.
+    emu:reset()
+    emu:fault({ mode = "raw", status = 200, fill = { bytes = 10 } })
+    got = raw_exchange()
+    assert.equal("AAAAAAAAAA", got)
+    assert.same(bill(1, 1), account(emu, 1))
+  end)
+
+  it("raw after=reset: what was sent, then a TCP reset; billed by the status, also when nothing was sent",
+    function()
+      emu:fault({ { mode = "raw", status = 200, data = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+        after = "reset", times = 1 }, { mode = "raw", status = 200, after = "reset", times = 1 } })
+      local res = emu:call("advanced")
+      assert.equal(56, res.exit)
+      assert.equal(200, res.status)
+      assert.equal("abc", res.body)
+      assert.matches("[Rr]eset", res.error)
+      res = emu:call("advanced")
+      assert.equal(56, res.exit)
+      assert.equal(0, res.status)
+      assert.matches("[Rr]eset", res.error)
+      assert.same(bill(2, 2), account(emu, 2))
+    end)
+
+  it("raw after=close: a body shorter than its Content-Length ends at a clean close (curl 18)", function()
+    emu:fault({ mode = "raw", status = 200, data = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+      after = "close" })
+    local res = emu:call("advanced")
+    assert.equal(18, res.exit)
+    assert.equal("abc", res.body)
+    assert.same(bill(1, 1), account(emu, 1))
+  end)
+
+  it("raw after=hold: the connection stays open for hold_ms, then closes; billed when it closes", function()
+    emu:fault({ mode = "raw", status = 200, data = "HTTP/1.1 200 OK\r\n", after = "hold", hold_ms = 700 })
+    local got, err, took = raw_exchange()
+    assert.is_nil(err)
+    assert.equal("HTTP/1.1 200 OK\r\n", got)
+    assert.truthy(took >= 0.7, "closed after " .. took .. " s")
+    assert.same(bill(1, 1), account(emu, 1))
+  end)
+
+  it("raw after=hold: what the client sends meanwhile is dropped; the hold ends when the client closes",
+    function()
+      emu:fault({ mode = "raw", status = 200, data = "HTTP/1.1 200 OK\r\n", after = "hold", hold_ms = 60000 })
+      local got, err, _, c = raw_exchange(0.5, true)
+      assert.equal("timeout", err)
+      assert.equal("HTTP/1.1 200 OK\r\n", got)
+      assert.truthy(c:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      c:settimeout(0.5)
+      local _, again, partial = c:receive("*a")
+      assert.equal("timeout", again)
+      assert.equal("", partial)
+      -- Nothing is settled while the connection is held ...
+      assert.equal(0, emu:ledger().total.requests)
+      c:close()
+      -- ... and the client's close ends the hold, long before hold_ms.
+      assert.truthy(eventually(function() return emu:ledger().total.requests == 1 end, 10),
+        "the hold did not end when the client closed")
+      assert.same(bill(1, 1), account(emu, 1))
+    end)
+
+  it("raw: a client that goes away ends the answer there, settled by the status", function()
+    emu:fault({ mode = "raw", status = 200, data = "HTTP/1.1 200 OK\r\n", fill = { bytes = 2 ^ 32 } })
+    local _, _, _, c = raw_exchange(0.3, true)
+    c:close()
+    assert.truthy(eventually(function() return emu:ledger().total.requests == 1 end, 15),
+      "the emulator went on writing to a client that was gone")
+    assert.same(bill(1, 1), account(emu, 1))
+  end)
 end)
 
 -- Fault rules ------------------------------------------------------------------
@@ -565,6 +696,21 @@ describe("emulator control endpoint", function()
       { { mode = "respond" }, "respond needs a status" },
       { { mode = "respond", status = 200, body = 5 }, "body must be a string" },
       { { mode = "respond", status = 200, headers = "X: y" }, "headers must be an object" },
+      { { mode = "raw" }, "raw needs a status" },
+      { { mode = "raw", status = 1000 }, "raw needs a status" },
+      { { mode = "raw", status = 200, data = 5 }, "data must be a string" },
+      { { mode = "raw", status = 200, fill = 5 }, "fill must be an object" },
+      { { mode = "raw", status = 200, fill = {} }, "fill.bytes must be an integer" },
+      { { mode = "raw", status = 200, fill = { bytes = 0 } }, "fill.bytes must be an integer" },
+      { { mode = "raw", status = 200, fill = { bytes = 2 ^ 32 + 1 } }, "fill.bytes must be an integer" },
+      { { mode = "raw", status = 200, fill = { bytes = 1, byte = "AB" } }, "fill.byte must be a string of one byte" },
+      { { mode = "raw", status = 200, pieces = "abc" }, "pieces must be an array of strings" },
+      { { mode = "raw", status = 200, pieces = { "a", 1 } }, "pieces must be an array of strings" },
+      { { mode = "raw", status = 200, pieces = { x = "a" } }, "pieces must be an array of strings" },
+      { { mode = "raw", status = 200, gap_ms = -1 }, "gap_ms must be an integer" },
+      { { mode = "raw", status = 200, after = "linger" }, "after must be" },
+      { { mode = "raw", status = 200, hold_ms = 10 }, "hold_ms goes with after = \"hold\"" },
+      { { mode = "raw", status = 200, after = "hold", hold_ms = 0.5 }, "hold_ms must be an integer" },
       { { { mode = "ok0" }, { mode = "bogus" } }, "fault 2: unknown fault mode 'bogus'" },
     }
     for _, case in ipairs(bad) do

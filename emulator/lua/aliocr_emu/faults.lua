@@ -155,6 +155,42 @@ M.modes = {
       return reply.send(r.status, r.body or "", r.content_type or reply.JSON, r.headers)
     end,
   },
+  -- Exactly the bytes a misbehaving gateway would send (reply.raw): status
+  -- (what the ledger records and bills: 2xx or not), data, fill = { bytes,
+  -- byte }, pieces with gap_ms, after = "close" | "reset" | "hold" with
+  -- hold_ms. HTTP/1.x only (HTTP/2 has no raw socket).
+  raw = {
+    check = function(r)
+      if not int(r.status, 100, 999) then return "raw needs a status (100..999: what the ledger records)" end
+      if r.data ~= nil and type(r.data) ~= "string" then return "data must be a string" end
+      if r.fill ~= nil then
+        if type(r.fill) ~= "table" then return "fill must be an object" end
+        if not int(r.fill.bytes, 1, 2^32) then return "fill.bytes must be an integer 1..2^32" end
+        if r.fill.byte ~= nil and (type(r.fill.byte) ~= "string" or #r.fill.byte ~= 1) then
+          return "fill.byte must be a string of one byte"
+        end
+      end
+      if r.pieces ~= nil then
+        if type(r.pieces) ~= "table" then return "pieces must be an array of strings" end
+        local n = 0
+        for _ in pairs(r.pieces) do n = n + 1 end
+        if n > 100000 then return "pieces: at most 100000" end
+        for i = 1, n do
+          if type(r.pieces[i]) ~= "string" then return "pieces must be an array of strings" end
+        end
+      end
+      if r.gap_ms ~= nil and not int(r.gap_ms, 0, 600000) then return "gap_ms must be an integer 0..600000" end
+      local after = r.after
+      if after ~= nil and after ~= "close" and after ~= "reset" and after ~= "hold" then
+        return "after must be \"close\", \"reset\" or \"hold\""
+      end
+      if r.hold_ms ~= nil then
+        if after ~= "hold" then return "hold_ms goes with after = \"hold\"" end
+        if not int(r.hold_ms, 0, 600000) then return "hold_ms must be an integer 0..600000" end
+      end
+    end,
+    run = function(r) return reply.raw(r) end,
+  },
 }
 
 -- Every gateway error is also a mode of its own: {"mode":"internal_error"}.

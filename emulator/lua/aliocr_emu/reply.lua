@@ -13,9 +13,12 @@ typedef struct { uint32_t signature; void *connection; } aliocr_emu_request_t;
 typedef struct { void *data; void *read; void *write; int fd; } aliocr_emu_connection_t;
 struct aliocr_emu_linger { int l_onoff; int l_linger; };
 int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen);
+struct aliocr_emu_sockaddr { uint16_t family; char data[14]; };
+int connect(int sockfd, const void *addr, unsigned int addrlen);
 ]]
 local SOL_SOCKET, SO_LINGER = 1, 13
 local linger = ffi.new("struct aliocr_emu_linger", 1, 0)
+local unspec = ffi.new("struct aliocr_emu_sockaddr") -- family 0: AF_UNSPEC
 
 --- Sends a complete response and ends the request.
 function M.send(status, body, content_type, extra_headers)
@@ -77,6 +80,71 @@ function M.chunked(status, body, content_type, pieces)
     ngx.print(body:sub(i, i + size - 1))
     ngx.flush(true)
   end
+  return ngx.exit(ngx.OK)
+end
+
+--- Sends exactly the bytes of fault rule `r` (see faults.lua, mode "raw")
+-- over the request's own socket, bypassing nginx's HTTP output: `data`,
+-- then `fill.bytes` copies of `fill.byte` in blocks of 64 KiB (never held
+-- whole), then each of `pieces` after a pause of `gap_ms`; then closes the
+-- connection (`after` "close"), resets it ("reset") or keeps it open
+-- ("hold"), reading and dropping what the client sends, until the client
+-- closes it or `hold_ms` pass. The request's status, as the log phase sees
+-- it (and bills it), is `r.status`: nothing of `data` is parsed. A write
+-- that fails (the client went away) ends the answer there.
+function M.raw(r)
+  ngx.status = r.status
+  -- The raw socket needs the request body read first (gateway.handle did,
+  -- for every method that has one) and no header sent.
+  local sock, err = ngx.req.socket(true)
+  if not sock then
+    ngx.log(ngx.ERR, "raw fault: no raw socket: ", err)
+    return ngx.exit(444)
+  end
+  sock:settimeout(10000)
+  local ok = true
+  local function put(s)
+    if ok and s ~= "" then ok = sock:send(s) ~= nil end
+    return ok
+  end
+  put(r.data or "")
+  if r.fill then
+    local left = r.fill.bytes
+    local block = string.rep(r.fill.byte or "A", 65536)
+    while left > 0 and ok do
+      local n = math.min(left, #block)
+      put(n == #block and block or block:sub(1, n))
+      left = left - n
+    end
+  end
+  for _, piece in ipairs(r.pieces or {}) do
+    if not ok then break end
+    if (r.gap_ms or 0) > 0 then ngx.sleep(r.gap_ms / 1000) end
+    put(piece)
+  end
+  local after = r.after or "close"
+  if after == "hold" and ok then
+    ngx.update_time()
+    local deadline = ngx.now() + (r.hold_ms or 60000) / 1000
+    while true do
+      ngx.update_time()
+      local wait = deadline - ngx.now()
+      if wait <= 0 then break end
+      sock:settimeout(math.max(1, math.floor(wait * 1000)))
+      local got, e = sock:receiveany(65536)
+      if not got and e ~= "timeout" then break end -- the client closed it
+    end
+  end
+  if after == "reset" then
+    -- connect() to AF_UNSPEC disconnects a TCP socket at once with a RST
+    -- (Linux), whatever nginx does when it closes the connection later
+    -- (after a raw socket it may close it lingering, with a FIN first).
+    local req = ffi.cast("aliocr_emu_request_t *", base.get_request())
+    local c = ffi.cast("aliocr_emu_connection_t *", req.connection)
+    if c.fd >= 0 then ffi.C.connect(c.fd, unspec, ffi.sizeof(unspec)) end
+  end
+  -- After a raw socket nginx keeps no connection alive: finalizing the
+  -- request closes it, and the log phase sees ngx.status as set above.
   return ngx.exit(ngx.OK)
 end
 
