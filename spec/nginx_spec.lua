@@ -7,6 +7,7 @@
 local cjson = require("cjson")
 local socket = require("socket")
 local aliocr = require("aliocr")
+local dns = require("helpers.dns")
 local emulator = require("helpers.emulator")
 local http = require("helpers.http")
 local nginx = require("helpers.nginx")
@@ -28,15 +29,20 @@ local function urlencode(s)
 end
 
 describe("inside nginx", function()
-  local emu, ngx_
+  local emu, ngx_, names
 
   setup(function()
     emu = emulator.start({ "--port", "0", "--https-port", "0", "--appcode", "demo", "--app-key", "key1:secret1" })
-    ngx_ = nginx.start(nginx.test_config(emu.ca_file), { ALIOCR_APPCODE = "demo", ALIOCR_ENDPOINT = emu.endpoint })
+    -- HTTPS goes to the emulator by name (nginx verifies DNS names only),
+    -- which nginx looks up through a DNS server of the spec's own.
+    names = dns.start({ localhost = "127.0.0.1" })
+    ngx_ = nginx.start(nginx.test_config(emu.ca_file, "resolver " .. names.address .. " ipv6=off;"),
+      { ALIOCR_APPCODE = "demo", ALIOCR_ENDPOINT = emu.endpoint })
   end)
 
   teardown(function()
     if ngx_ then assert.same({}, ngx_:stop()) end
+    if names then names:stop() end
     util.stop_clean(emu)
   end)
 
@@ -126,7 +132,121 @@ describe("inside nginx", function()
     -- interface goes first, so that the case's call goes out on a
     -- connection used before on both sides (nginx keeps one pool for all the
     -- clients of a worker). `linger`: seconds the emulator goes on after
-    -- the client gave up, before its ledger is read.
+    -- the client gave up, before its ledger is read. `warm_fault`: a fault
+    -- rule for the warm call (one use) instead. `within`: seconds both
+    -- sides' call must have ended in (a check of the attempt's deadline).
+    --
+    -- The rows of issue 19 send exactly the bytes of a misbehaving gateway
+    -- (the emulator's raw mode; the ledger bills the rule's status, 200).
+    -- What libcurl 7.88 does is the expected outcome on both sides; the
+    -- comments say what that is.
+    local BODY = '{"ok":1,"msg":"查询成功","data":"hello"}'
+    local CT, CL = "Content-Type: application/json; charset=UTF-8", "Content-Length: " .. #BODY
+    local CHUNKED = "Transfer-Encoding: chunked"
+    local function head(status_line, headers, eol)
+      eol = eol or "\r\n"
+      return status_line .. eol .. table.concat(headers, eol) .. (#headers > 0 and eol or "") .. eol
+    end
+    local function raw(data, more)
+      local rule = { mode = "raw", status = 200, data = data }
+      for k, v in pairs(more or {}) do rule[k] = v end
+      return rule
+    end
+    local function chunk(s) return string.format("%x\r\n%s\r\n", #s, s) end
+    local function raw_cases()
+      local many = { CT, CL }
+      for i = 1, 250 do many[#many + 1] = "X-Header-" .. i .. ": value " .. i end
+      local trickle, kept = {}, #BODY - 12
+      for i = kept + 1, #BODY do trickle[#trickle + 1] = BODY:sub(i, i) end
+      local MB4 = 4 * 1024 * 1024
+      return {
+        -- libcurl: transport WEIRD_SERVER_REPLY, 200, billed.
+        { "item 3: Content-Length: -1 on a 200: an error object, billed",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "Content-Length: -1" }) .. BODY) },
+        -- libcurl: the result.
+        { "item 4: a valid 200 with 250 header lines", fault = raw(head("HTTP/1.1 200 OK", many) .. BODY) },
+        -- libcurl: both calls succeed (it closes the connection of an
+        -- HTTP/1.0 answer without keep-alive).
+        { "item 9: HTTP/1.0 without keep-alive, the server keeps the connection: the next call works",
+          warm_fault = raw(head("HTTP/1.0 200 OK", { CT, CL }) .. BODY, { after = "hold", hold_ms = 1500 }),
+          linger = 1.6 },
+        { "item 9: HTTP/1.0 without keep-alive, the server closes the connection: the next call works",
+          warm_fault = raw(head("HTTP/1.0 200 OK", { CT, CL }) .. BODY) },
+        { "item 9: HTTP/1.0 without Content-Length: the body ends at the close",
+          fault = raw(head("HTTP/1.0 200 OK", { CT }) .. BODY) },
+        -- libcurl: the result, at once.
+        { "item 10: two identical Content-Length headers: no stall", client = { timeout = 1 },
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CL, CL }) .. BODY, { after = "hold", hold_ms = 1500 }),
+          linger = 1.6 },
+        -- libcurl reads "0x2c" as 0: protocol BAD_JSON (an empty answer), billed.
+        { "item 11: Content-Length in hex (0x..)",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, string.format("Content-Length: 0x%x", #BODY) }) .. BODY) },
+        -- libcurl: the result.
+        { "item 11: Content-Length with a plus sign",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "Content-Length: +" .. #BODY }) .. BODY) },
+        -- libcurl: transport UNSUPPORTED_PROTOCOL, no status, billing unknown.
+        { "item 11: HTTP/1.1 2000", fault = raw(head("HTTP/1.1 2000 OK", { CT, CL }) .. BODY) },
+        { "item 11: a two-digit status", fault = raw(head("HTTP/1.1 20 OK", { CT, CL }) .. BODY) },
+        { "item 11: HTTP/1.2", fault = raw(head("HTTP/1.2 200 OK", { CT, CL }) .. BODY) },
+        -- libcurl: the result.
+        { "item 11: a status line without a reason phrase", fault = raw(head("HTTP/1.1 200", { CT, CL }) .. BODY) },
+        { "item 11: a status line with an empty reason phrase",
+          fault = raw(head("HTTP/1.1 200 ", { CT, CL }) .. BODY) },
+        -- libcurl: transport RECV_ERROR, 200, billed.
+        { "item 11: a chunk followed by XX instead of CRLF",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) .. string.format("%x\r\n", #BODY) .. BODY ..
+            "XX0\r\n\r\n") },
+        -- libcurl: the result.
+        { "item 11: bare LF line endings", fault = raw(head("HTTP/1.1 200 OK", { CT, CL }, "\n") .. BODY) },
+        { "item 11: an obs-fold header line",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "X-Folded: a", " b", CL }) .. BODY) },
+        -- libcurl: transport WEIRD_SERVER_REPLY, 200, billed.
+        { "item 11: a header line without a colon",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "Garbage", CL }) .. BODY) },
+        -- libcurl: the result.
+        { "item 11: whitespace before the colon",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "Content-Length : " .. #BODY }) .. BODY) },
+        -- libcurl: transport RECV_ERROR, 200, billed.
+        { "item 11: a bad chunk size", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          "zz\r\n" .. BODY .. "\r\n0\r\n\r\n") },
+        { "item 11: an overlong chunk size", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          string.format("%020x\r\n", #BODY) .. BODY .. "\r\n0\r\n\r\n") },
+        { "item 11: a negative chunk size", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          string.format("-%x\r\n", #BODY) .. BODY .. "\r\n0\r\n\r\n") },
+        -- libcurl: the result.
+        { "item 11: chunk extensions", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          string.format("%x;name=value;q=\"a b\"\r\n", #BODY) .. BODY .. "\r\n0;last\r\n\r\n") },
+        { "item 11: a chunked trailer", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          chunk(BODY) .. "0\r\nX-Trailer: 1\r\n\r\n") },
+        -- libcurl: transport BAD_CONTENT_ENCODING (CURLE 61), 200, billed.
+        { "item 11: Transfer-Encoding: gzip, chunked", fault = raw(head("HTTP/1.1 200 OK",
+          { CT, "Transfer-Encoding: gzip, chunked" }) .. chunk(BODY) .. "0\r\n\r\n") },
+        -- libcurl: the result (chunked wins).
+        { "item 11: both Content-Length and Transfer-Encoding",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, "Content-Length: 5", CHUNKED }) .. chunk(BODY) .. "0\r\n\r\n") },
+        -- libcurl takes the last one: protocol BAD_JSON, billed.
+        { "item 11: differing duplicate Content-Length",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CL, "Content-Length: 5" }) .. BODY) },
+        -- libcurl: the result.
+        { "item 11: 100 Continue before the 200",
+          fault = raw(head("HTTP/1.1 100 Continue", {}) .. head("HTTP/1.1 200 OK", { CT, CL }) .. BODY) },
+        { "item 11: a body longer than its Content-Length",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CL }) .. BODY .. "garbage") },
+        -- libcurl caps a header at 100 KB: transport OUT_OF_MEMORY, 200, billed.
+        { "item 1: a header line that never ends (4 MB without LF)",
+          fault = raw("HTTP/1.1 200 OK\r\n" .. CT .. "\r\nX-Long: ", { fill = { bytes = MB4 } }) },
+        -- libcurl: transport RECV_ERROR (too long hexadecimal number), 200, billed.
+        { "item 1: an endless chunk-size line (4 MB of hex digits)",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }), { fill = { bytes = MB4, byte = "1" } }) },
+        -- libcurl skips an extension up to its LF: transport PARTIAL_FILE at the close, 200, billed.
+        { "item 1: an endless chunk extension (4 MB)",
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) .. "1;x=", { fill = { bytes = MB4 } }) },
+        -- libcurl: timeout OPERATION_TIMEDOUT at 2 s, 200, billed.
+        { "item 5: a body trickled one byte per 0.5 s: the attempt ends by its deadline", client = { timeout = 2 },
+          fault = raw(head("HTTP/1.1 200 OK", { CT, CL }) .. BODY:sub(1, kept), { pieces = trickle, gap_ms = 500 }),
+          within = 3.5, linger = 1.5 },
+      }
+    end
     local function cases()
       local refused = "http://127.0.0.1:" .. util.closed_port()
       return {
@@ -175,9 +295,12 @@ describe("inside nginx", function()
       }
     end
 
-    for _, case in ipairs(cases()) do
+    local all = cases()
+    for _, case in ipairs(raw_cases()) do all[#all + 1] = case end
+    for _, case in ipairs(all) do
       it(case[1], function()
         local kind = case.kind or "recognize"
+        local warm = not case.cold and (kind == "recognize" and "handwriting" or "recognize") or nil
         local function prepare()
           emu:reset()
           if case.fault then
@@ -185,25 +308,41 @@ describe("inside nginx", function()
             for k, v in pairs(case.fault) do rule[k] = v end
             emu:fault(rule)
           end
+          if case.warm_fault then
+            local rule = { api = warm == "recognize" and "advanced" or "handwriting", times = 1 }
+            for k, v in pairs(case.warm_fault) do rule[k] = v end
+            emu:fault(rule)
+          end
         end
-        local warm = not case.cold and (kind == "recognize" and "handwriting" or "recognize") or nil
         local function ledger()
           if case.linger then socket.sleep(case.linger) end
           return emu:settled_ledger()
         end
-        local client = { appcode = "demo", endpoint = case.https and emu.https or emu.endpoint, retry_delay = 0.01 }
+        local function in_time(side, took)
+          if case.within then
+            assert.is_true(took < case.within, side .. ": the call ended after " .. took .. " s")
+          end
+        end
+        local endpoint = emu.endpoint
+        if case.https then endpoint = emu.https:gsub("127%.0%.0%.1", "localhost") end
+        local client = { appcode = "demo", endpoint = endpoint, retry_delay = 0.01 }
         for k, v in pairs(case.client or {}) do
           if v == false then client[k] = nil else client[k] = v end
         end
         local url = emu.images .. (case.image or "sample.png")
 
         prepare()
+        local inside_started = socket.gettime()
         local inside = ngx_:post(case.untrusted and "/case_untrusted" or "/case",
-          { client = client, kind = kind, url = url, opts = case.opts, warm = warm })
+          { client = client, kind = kind, url = url, opts = case.opts, warm = warm }, 60)
+        -- The warm call and the client's making count in too: an upper bound.
+        local inside_took = socket.gettime() - inside_started
         local inside_ledger = ledger()
         assert.equal("resty", inside.transport)
         local message = inside.message
         inside.transport, inside.message = nil, nil
+        -- Item 14: worded by the transport, never with an internal path.
+        assert.is_nil(tostring(message):find("%.lua:%d"), message)
         -- The gateway's string-to-sign names each attempt's own nonce and time.
         local function unstamp(o)
           if o.error and type(o.error.msg) == "string" then
@@ -220,13 +359,21 @@ describe("inside nginx", function()
         if case.https and not case.untrusted then curl_client.ca_file = emu.ca_file end
         local c = aliocr.new(curl_client)
         if warm then c[warm](c, url) end
+        local outside_started = socket.gettime()
         local res, err = c[kind](c, url, case.opts)
+        local outside_took = socket.gettime() - outside_started
         local outside = unstamp(via_json(outcome.of(res, err, c:stats())))
         c:close()
+        -- Settled before any assertion, so that nothing of this case is
+        -- still under way when the next one starts.
+        local outside_ledger = ledger()
+
+        in_time("libcurl", outside_took)
+        in_time("inside nginx", inside_took)
 
         assert.same(outside, inside,
           "inside nginx: " .. tostring(message) .. "; libcurl: " .. tostring(err and err.msg))
-        assert.same(ledger(), inside_ledger)
+        assert.same(outside_ledger, inside_ledger)
       end)
     end
   end)

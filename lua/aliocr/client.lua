@@ -236,6 +236,8 @@ function Client.new(opts)
   -- Prepared calls: libcurl, outside nginx (where the curl transport raises).
   self._fast = transport == "curl" and not resty.available()
   if transport == "resty" then
+    local why = resty.unsupported({ urls = urls, proxy = self._proxy, verify = self._verify })
+    if why then fail(why) end
     self._engine = resty.engine({ json_max_depth = self._json_max_depth, pool_size = math.max(30, self._concurrency),
       idle_timeout = self._idle_timeout })
   else
@@ -471,16 +473,38 @@ end
 -- nginx's worker; nginx's sockets are not allowed in every phase.
 function Client:_check_place()
   if self._transport == "resty" then
-    resty.check_phase(fail)
+    local refused = resty.check_phase()
+    if refused then fail(refused) end
   elseif resty.available() then
     fail("the curl transport would block nginx's worker: inside nginx use transport \"resty\" " ..
       "(the default there)")
   end
 end
 
--- Waits between attempts; inside nginx without blocking its worker.
-function Client:_pause(seconds)
-  if self._transport == "resty" then resty.sleep(seconds) else core.sleep(seconds) end
+-- Why a call or a batch of the resty transport is to start nothing more:
+-- the client was closed, nginx's worker is exiting (a QUIT or a HUP:
+-- nothing new should go out, and the worker waits for what runs), or the
+-- batch was stopped (`stop()`, see resty.run_threads, says why); nil if not.
+function Client:_halted(stop)
+  if self._closed then return "the client was closed" end
+  if self._resty then
+    if resty.exiting() then return "nginx's worker is exiting" end
+    local why = stop and stop()
+    if why then return "the batch stopped: " .. why end
+  end
+  return nil
+end
+
+-- Waits between attempts; inside nginx without blocking its worker, and
+-- no longer than until the call is to stop (see _halted).
+function Client:_pause(seconds, stop)
+  if self._transport ~= "resty" then return core.sleep(seconds) end
+  local deadline = monotonic() + seconds
+  while not self:_halted(stop) do
+    local left = deadline - monotonic()
+    if left < 0.001 then return end -- nginx sleeps whole milliseconds
+    resty.sleep(min(left, 0.1))
+  end
 end
 
 -- The plan of a call with no options (made once per kind).

@@ -8,12 +8,14 @@ local M = {}
 
 local concat, lower, floor, max, min = table.concat, string.lower, math.floor, math.max, math.min
 
-local MAX_HEADER_LINES = 200
-
 -- Phases in which nginx lets Lua use sockets.
+-- ngx_lua's "yieldable" contexts, where cosockets, ngx.sleep and light
+-- threads all work: those of 0.10.23 (Debian 12), plus precontent,
+-- proxy_ssl_cert and proxy_ssl_verify of later releases.
 local SOCKET_PHASES = {
-  rewrite = true, access = true, content = true, timer = true,
-  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+  rewrite = true, server_rewrite = true, access = true, precontent = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true, proxy_ssl_cert = true,
+  proxy_ssl_verify = true,
 }
 
 --- Whether this code runs inside nginx's Lua module.
@@ -24,51 +26,139 @@ end
 --- Sleeps without blocking nginx's worker.
 function M.sleep(seconds) ngx.sleep(seconds) end
 
+--- Whether nginx's worker is shutting down (a QUIT, or a HUP's old worker).
+function M.exiting() return ngx.worker.exiting() == true end
+
+-- The most light threads one ngx.thread.wait is given (LuaJIT unpacks at
+-- most about 8000 values).
+local MAX_WAIT = 1000
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+
 --- Runs `worker(t, stopped)` in `n` light threads and waits for all of
--- them. When one raises, `stopped()` turns true, so that the others take no
--- new work (what they have under way they finish: a call cut off would
--- leave its billing unknown); then returns false and the first error.
+-- them. `stopped()` says why the threads are to take no new work (nil while
+-- they may): one of them raised (what the others have under way they
+-- finish: a call cut off would leave its billing unknown), or the light
+-- thread that called run_threads is dead (killed by ngx.thread.kill: its
+-- threads live on without it, and nobody waits for their work). Then
+-- returns true, or false and the first error.
 function M.run_threads(n, worker)
   local failure
-  local function stopped() return failure ~= nil end
+  -- nginx's coroutine.status knows the light threads it killed.
+  local caller = coroutine.running()
+  local function stopped()
+    if failure ~= nil then return "one of its light threads raised an error" end
+    if caller and coroutine.status(caller) == "dead" then return "the light thread that ran it was killed" end
+    return nil
+  end
   local function guarded(t)
     local ok, err = pcall(worker, t, stopped)
     if not ok and failure == nil then failure = err end
+    return t
   end
-  local threads = {}
+  local threads, left = {}, 0
   for t = 1, n do
     local th, err = ngx.thread.spawn(guarded, t)
     if not th then
       failure = failure or ("cannot start a light thread: " .. tostring(err))
       break
     end
-    threads[t] = th
+    threads[t], left = th, left + 1
   end
-  for _, th in ipairs(threads) do ngx.thread.wait(th) end
+  -- Each thread is waited for as soon as it ends (not in order): one that
+  -- ended stays a "zombie" until waited for, and if this light thread were
+  -- killed meanwhile nobody could ever wait for it, and nginx would never
+  -- end the request. While this thread waits, an ended one wakes it at once
+  -- (with more than MAX_WAIT threads, the first MAX_WAIT are waited for).
+  local pending = {}
+  while left > 0 do
+    local list, k = pending, 0
+    for _, th in pairs(threads) do
+      k = k + 1
+      list[k] = th
+      if k == MAX_WAIT then break end
+    end
+    for i = k + 1, #list do list[i] = nil end
+    local ok, t = ngx.thread.wait(unpack(list, 1, k))
+    if not ok or threads[t] == nil then
+      -- Not one of ours that ended (never, short of a bug in nginx): wait
+      -- for each in turn, as nginx would have it.
+      for _, th in pairs(threads) do ngx.thread.wait(th) end
+      break
+    end
+    threads[t], left = nil, left - 1
+  end
   if failure ~= nil then return false, failure end
   return true
 end
 
---- Raises, naming the phase and the way out, when sockets are not allowed.
-function M.check_phase(fail)
+--- Nil where nginx allows sockets; elsewhere the message of the refusal,
+-- naming the phase and the way out (the caller raises it, from its caller's line).
+function M.check_phase()
   local phase = ngx.get_phase()
-  if not SOCKET_PHASES[phase] then
-    fail("nginx does not allow sockets in the '" .. phase .. "' phase: make the call from a " ..
-      "rewrite, access or content handler, or from a timer (ngx.timer.at(0, function() ... end))")
+  if SOCKET_PHASES[phase] then return nil end
+  local way
+  if phase == "exit_worker" then
+    -- nginx allows no new timer there either.
+    way = "an exiting worker can start no timer either: make the call while the worker serves " ..
+      "(from a request handler, or from a timer that checks ngx.worker.exiting())"
+  elseif phase == "init" then
+    way = "the master process runs it, before any worker: start a timer from init_worker_by_lua " ..
+      "(ngx.timer.at(0, function() ... end)) and make the call there"
+  else
+    way = "make the call from a rewrite, access or content handler, or from a timer " ..
+      "(ngx.timer.at(0, function() ... end))"
   end
+  return "nginx does not allow sockets in the '" .. phase .. "' phase: " .. way
 end
 
 -- libcurl's codes for the failures a cosocket can meet, so that an error
 -- looks the same whatever the transport.
 local CODES = {
-  COULDNT_RESOLVE_PROXY = 5, COULDNT_RESOLVE_HOST = 6, COULDNT_CONNECT = 7, WEIRD_SERVER_REPLY = 8,
-  PARTIAL_FILE = 18, OPERATION_TIMEDOUT = 28, SSL_CONNECT_ERROR = 35, GOT_NOTHING = 52,
-  SEND_ERROR = 55, RECV_ERROR = 56, PEER_FAILED_VERIFICATION = 60,
+  UNSUPPORTED_PROTOCOL = 1, COULDNT_RESOLVE_PROXY = 5, COULDNT_RESOLVE_HOST = 6, COULDNT_CONNECT = 7,
+  WEIRD_SERVER_REPLY = 8, PARTIAL_FILE = 18, OUT_OF_MEMORY = 27, OPERATION_TIMEDOUT = 28,
+  SSL_CONNECT_ERROR = 35, GOT_NOTHING = 52, SEND_ERROR = 55, RECV_ERROR = 56, PEER_FAILED_VERIFICATION = 60,
+  BAD_CONTENT_ENCODING = 61,
 }
 
 local function failure(r, name, msg)
   r.curl_code, r.curl_name, r.curl_error = CODES[name], name, msg
   return r
+end
+
+-- The bytes asked of the socket at a time.
+local PIECE = 65536
+
+local http_reader -- aliocr.core's, loaded with the first engine
+
+-- Which location's TLS trust applies: nginx verifies a server's certificate
+-- with the lua_ssl_trusted_certificate (and lua_ssl_verify_depth) of the
+-- location that makes the call (a timer: of the location that made the
+-- timer), which Lua cannot read. Each location has a configuration array
+-- of its own, kept for the worker's life: its address names the trust, so
+-- that a connection verified under one location's trust is never reused
+-- under another's. nil when it cannot be told (then verified connections
+-- are not kept at all).
+local trust_scope
+do
+  local has_ffi, ffi = pcall(require, "ffi")
+  local has_base, base = pcall(require, "resty.core.base")
+  if has_ffi and has_base and type(base) == "table" and base.get_request then
+    -- The head of nginx's ngx_http_request_t, unchanged since nginx 0.x.
+    pcall(ffi.cdef, [[
+      typedef struct { uint32_t signature; void *connection; void **ctx; void **main_conf; void **srv_conf;
+        void **loc_conf; } aliocr_ngx_request_head;
+    ]])
+    local NGX_HTTP_MODULE = 0x50545448 -- "HTTP": the signature of every request
+    trust_scope = function()
+      local r = base.get_request()
+      if r == nil then return nil end
+      local head = ffi.cast("aliocr_ngx_request_head *", r)
+      if head.signature ~= NGX_HTTP_MODULE then return nil end
+      return string.format("%x", tonumber(ffi.cast("uintptr_t", head.loc_conf)))
+    end
+  else
+    trust_scope = function() return nil end
+  end
 end
 
 local Engine = {}
@@ -77,6 +167,7 @@ Engine.__index = Engine
 --- A new engine: `{ json_max_depth = 64, pool_size = 30, idle_timeout = 10 }`
 -- (idle_timeout: the seconds a kept-alive connection stays in nginx's pool).
 function M.engine(opts)
+  http_reader = http_reader or require("aliocr.core").http_reader
   local cjson = require("cjson").new()
   cjson.decode_max_depth(opts.json_max_depth or 64)
   cjson.decode_invalid_numbers(false)
@@ -92,16 +183,55 @@ function Engine:close()
   return true
 end
 
--- scheme, host, port, and the path with its query, of an http(s) URL.
+-- The parts of a URL the client checked already (aliocr.url): scheme, user
+-- info (or nil), host (an IPv6 address without its brackets), port, and the
+-- path with its query. A proxy without a scheme is an HTTP proxy.
 local function parse_url(url)
-  local scheme, authority, rest = url:match("^(%a+)://([^/?#]+)(.*)$")
-  scheme = lower(scheme or "")
-  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  local scheme, authority, rest = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then scheme, authority, rest = "http", url:match("^([^/?#]*)(.*)$") end
+  scheme = lower(scheme)
+  local userinfo, hostport = authority:match("^(.*)@(.*)$")
+  hostport = hostport or authority
+  local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
   port = tonumber(port) or (scheme == "https" and 443 or 80)
   local path = rest:gsub("#.*$", "")
   if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
-  return scheme, host, port, path
+  return scheme, userinfo, lower(host), port, path
+end
+
+-- Whether `host` is an IP address (then nginx looks nothing up).
+local function is_ip(host)
+  return host:find(":", 1, true) ~= nil or host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- The address as nginx's connect takes it (an IPv6 one in brackets).
+local function address(host)
+  return host:find(":", 1, true) and ("[" .. host .. "]") or host
+end
+
+--- Why the nginx transport cannot take a client's configuration, or nil.
+-- `cfg`: `{ urls = { name = url }, proxy = url or nil, verify = boolean }`
+-- (already checked by aliocr.url, as libcurl takes them).
+function M.unsupported(cfg)
+  if cfg.proxy then
+    local scheme = parse_url(cfg.proxy)
+    if scheme ~= "http" then
+      return "inside nginx the proxy must be an http:// proxy (nginx's sockets speak neither SOCKS nor " ..
+        "TLS to a proxy), not " .. scheme .. "://"
+    end
+  end
+  if cfg.verify then
+    for _, url in pairs(cfg.urls) do
+      local scheme, _, host = parse_url(url)
+      if scheme == "https" and is_ip(host) then
+        return "inside nginx an https:// URL must name its host (" .. url:match("^[^/]*//[^/]*") ..
+          "): nginx checks a certificate's DNS names only, not IP addresses; use the host name " ..
+          "the certificate is for, or tls_verify = false"
+      end
+    end
+  end
+  return nil
 end
 
 local function now() ngx.update_time() return ngx.now() end
@@ -126,77 +256,58 @@ local function connect_error(err)
   return "COULDNT_CONNECT", "failed to connect: " .. err
 end
 
--- Reads the status line and the headers (after any 1xx answers). Returns
--- status, headers (lower-cased names; repeated ones joined with ", "), or
--- nil, the error, and whether any byte came.
-local function read_head(sock)
-  local got_any = false
-  while true do
-    local line, err = sock:receive("*l")
-    if not line then return nil, err, got_any end
-    got_any = true
-    local status = tonumber(line:match("^HTTP/%d%.?%d? (%d%d%d)"))
-    if not status then return nil, "weird", true end
-    local headers, n = {}, 0
-    while true do
-      line, err = sock:receive("*l")
-      if not line then return nil, err, true, status, headers end
-      if line == "" then break end
-      n = n + 1
-      if n > MAX_HEADER_LINES then return nil, "weird", true end
-      local name, value = line:match("^([^:]+):%s*(.-)%s*$")
-      if name then
-        name = lower(name)
-        headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
-      end
-    end
-    if status >= 200 or status == 101 then return status, headers end
-  end
+local function deadline_after(ms)
+  ngx.sleep(ms / 1000)
+  return "deadline"
 end
 
--- Reads a chunked body up to `cap` bytes; returns the body, or nil, the
--- error ("too large" when over the cap) and what arrived.
-local function read_chunked(sock, cap)
-  local parts, size = {}, 0
-  while true do
-    local line, err = sock:receive("*l")
-    if not line then return nil, err, concat(parts) end
-    local n = tonumber(line:match("^%x+"), 16)
-    if not n then return nil, "weird", concat(parts) end
-    if n == 0 then
-      repeat
-        line, err = sock:receive("*l") -- trailers, then the empty line
-        if not line then return nil, err, concat(parts) end
-      until line == ""
-      return concat(parts)
-    end
-    if size + n > cap then return nil, "too large", concat(parts) end
-    local chunk, cerr, partial = sock:receive(n)
-    if not chunk then
-      parts[#parts + 1] = partial
-      return nil, cerr, concat(parts)
-    end
-    parts[#parts + 1] = chunk
-    size = size + n
-    local crlf
-    crlf, err = sock:receive(2)
-    if not crlf then return nil, err, concat(parts) end
+local function connect_to(sock, host, port, opts) return "done", sock:connect(host, port, opts) end
+
+-- Connects within `ms`. nginx looks a name up with its resolver, bounded by
+-- resolver_timeout (30 s unless set) and not by the socket's timeouts: a
+-- name is then connected to in a light thread of its own, given up after
+-- `ms`. Returns true, or nil and the error ("timeout" when it took too long).
+local function connect(sock, host, port, opts, ms)
+  if is_ip(host) then return sock:connect(address(host), port, opts) end
+  local th = ngx.thread.spawn(connect_to, sock, host, port, opts)
+  local timer = ngx.thread.spawn(deadline_after, ms)
+  local _, which, ok, err = ngx.thread.wait(th, timer)
+  if which == "deadline" then
+    ngx.thread.kill(th)
+    return nil, "timeout"
   end
+  ngx.thread.kill(timer)
+  return ok, err
 end
 
--- Reads a body that ends when the connection does, up to `cap` bytes.
-local function read_to_close(sock, cap)
-  local parts, size = {}, 0
-  while true do
-    local data, err = sock:receiveany(65536)
-    if not data then
-      if err == "closed" then return concat(parts) end
-      return nil, err, concat(parts)
+-- Feeds the answer on `sock` to `reader` until it is done; the socket may
+-- take at most what is left before `deadline`. Returns true, or nil, a
+-- libcurl name and a message.
+local function read_answer(sock, reader, deadline)
+  local state, name, msg = "more", nil, nil
+  while state == "more" do
+    local ms = left_ms(deadline)
+    sock:settimeouts(ms, ms, ms)
+    local data, err = sock:receiveany(PIECE)
+    if data then
+      state, name, msg = reader:feed(data)
+    elseif err == "closed" then
+      state, name, msg = reader:eof()
+    elseif err == "timeout" then
+      return nil, "OPERATION_TIMEDOUT", reader:head() and "operation timed out during the body" or
+        "operation timed out: no complete answer"
+    else
+      return nil, "RECV_ERROR", "receive failed: " .. tostring(err)
     end
-    size = size + #data
-    if size > cap then return nil, "too large", concat(parts) end
-    parts[#parts + 1] = data
   end
+  if state ~= "done" then return nil, name, msg end
+  return true
+end
+
+-- The Basic credentials of a proxy's user info, as the header takes them.
+local function proxy_authorization(userinfo)
+  local user, password = userinfo:match("^([^:]*):?(.*)$")
+  return "Basic " .. ngx.encode_base64(ngx.unescape_uri(user) .. ":" .. ngx.unescape_uri(password))
 end
 
 -- One try on one connection. Returns the response; `stale` is set when a
@@ -204,28 +315,37 @@ end
 -- written (the server closed it while idle), so that the gateway cannot have
 -- received all of it: the caller tries once more on a new one. Once the
 -- request went out, a connection that dies gives an error, never a resend.
-function Engine:_once(req, deadline, fresh)
+-- `on_send` is called before the first byte of the request goes out.
+function Engine:_once(req, deadline, fresh, on_send)
   local r = { status = 0, headers = {}, body = "", sent = false, too_large = false, connects = 0 }
-  local scheme, host, port, path = parse_url(req.url)
+  local scheme, _, host, port, path = parse_url(req.url)
   local verify = req.verify ~= false
-  local proxy_scheme, proxy_host, proxy_port
+  local proxy_userinfo, proxy_host, proxy_port
   if req.proxy and req.proxy ~= "" then
-    proxy_scheme, proxy_host, proxy_port = parse_url(req.proxy)
-    if proxy_scheme ~= "http" then
-      return failure(r, "COULDNT_RESOLVE_PROXY", "only http:// proxies are supported inside nginx")
-    end
+    local _
+    _, proxy_userinfo, proxy_host, proxy_port = parse_url(req.proxy)
   end
+  local tls = scheme == "https"
 
   local sock = ngx.socket.tcp()
-  local connect_ms = req.connect_timeout_ms or 300000
+  local connect_ms = min(req.connect_timeout_ms or 300000, left_ms(deadline))
   set_deadline(sock, deadline, connect_ms)
   -- Connections are shared by every client of the worker with the same
-  -- target, proxy and TLS trust.
-  local pool = concat({ scheme, host, port, verify and "v" or "n", req.ca_file or "", req.proxy or "" }, "|")
-  local ok, err = sock:connect(proxy_host or host, proxy_port or port,
-    { pool = pool, pool_size = self.pool_size })
+  -- target, proxy and TLS trust (verified under the same location's, or
+  -- not verified).
+  local scope = "plain"
+  if tls then scope = verify and trust_scope() or "unverified" end
+  local keep = scope ~= nil
+  local pool = concat({ scheme, host, port, verify and "v" or "n", scope or "once", req.ca_file or "",
+    req.proxy or "" }, "|")
+  local connect_started = now()
+  local ok, err = connect(sock, proxy_host or host, proxy_port or port,
+    { pool = pool, pool_size = self.pool_size }, connect_ms)
   if not ok then
     local name, msg = connect_error(err)
+    if name == "OPERATION_TIMEDOUT" and not is_ip(proxy_host or host) then
+      msg = "resolving or connecting timed out after " .. connect_ms .. " ms"
+    end
     if proxy_host and name == "COULDNT_RESOLVE_HOST" then name = "COULDNT_RESOLVE_PROXY" end
     return failure(r, name, msg)
   end
@@ -233,28 +353,45 @@ function Engine:_once(req, deadline, fresh)
   r.connects = reused and 0 or 1
   local may_be_stale = reused and not fresh
 
-  if scheme == "https" and not reused then
+  if tls and not reused then
+    -- The tunnel and the handshake are part of the connect, as libcurl
+    -- counts them.
+    local connect_deadline = min(deadline, connect_started + connect_ms / 1000)
     if proxy_host then
-      set_deadline(sock, deadline)
-      local target = host .. ":" .. port
-      ok = sock:send("CONNECT " .. target .. " HTTP/1.1\r\nHost: " .. target .. "\r\n\r\n")
-      local status = ok and read_head(sock)
+      set_deadline(sock, connect_deadline)
+      local target = address(host) .. ":" .. port
+      local lines = { "CONNECT " .. target .. " HTTP/1.1", "Host: " .. target }
+      if proxy_userinfo then lines[#lines + 1] = "Proxy-Authorization: " .. proxy_authorization(proxy_userinfo) end
+      lines[#lines + 1] = "\r\n"
+      ok = sock:send(concat(lines, "\r\n"))
+      local reader = http_reader(0, true)
+      local done = ok and read_answer(sock, reader, connect_deadline)
+      local status = done and reader:head()
       if status ~= 200 then
         sock:close()
-        return failure(r, "COULDNT_CONNECT", "the proxy refused to tunnel to " .. target)
+        if status == 407 then
+          return failure(r, "COULDNT_CONNECT", "the proxy refused the credentials (407)")
+        end
+        return failure(r, "COULDNT_CONNECT", "the proxy refused to tunnel to " .. target ..
+          (status and (" (" .. status .. ")") or ""))
       end
     end
+    set_deadline(sock, connect_deadline)
+    -- No SNI for an address (RFC 6066), as libcurl; an https:// URL with an
+    -- address is refused at aliocr.new unless verification is off.
+    local server_name = not is_ip(host) and host or nil
     local called
-    called, ok, err = pcall(sock.sslhandshake, sock, nil, host, verify)
+    called, ok, err = pcall(sock.sslhandshake, sock, nil, server_name, verify)
     if not called then
       -- lua-resty-core 0.1.25 (Debian 12) raises "assertion failed!" instead
       -- of returning the error when a handshake that completed at once
       -- failed nginx's checks; with verification on, that is the check of
       -- the certificate.
-      ok, err = nil, verify and "certificate verify failed (" .. tostring(ok) .. ")" or tostring(ok)
+      ok, err = nil, verify and "certificate verify failed" or "the handshake failed"
     end
     if not ok then
       sock:close()
+      if err == "timeout" then return failure(r, "OPERATION_TIMEDOUT", "the TLS handshake timed out") end
       -- nginx words a failed verification "<X509 error number>: <reason>",
       -- or "certificate host mismatch".
       if err:find("^%d+: ") or err:find("certificate verify failed", 1, true) or
@@ -268,26 +405,31 @@ function Engine:_once(req, deadline, fresh)
 
   -- The request.
   local target = path
-  if proxy_host and scheme == "http" then target = scheme .. "://" .. host .. ":" .. port .. path end
-  local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+  if proxy_host and not tls then target = scheme .. "://" .. address(host) .. ":" .. port .. path end
+  local default_port = (tls and port == 443) or (not tls and port == 80)
+  local method = req.method or "POST"
   local lines = {
-    (req.method or "POST") .. " " .. target .. " HTTP/1.1",
-    "Host: " .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. (default_port and "" or (":" .. port)),
+    method .. " " .. target .. " HTTP/1.1",
+    "Host: " .. address(host) .. (default_port and "" or (":" .. port)),
   }
+  if proxy_host and not tls and proxy_userinfo then
+    lines[#lines + 1] = "Proxy-Authorization: " .. proxy_authorization(proxy_userinfo)
+  end
   if req.user_agent then lines[#lines + 1] = "User-Agent: " .. req.user_agent end
   for _, h in ipairs(req.headers or {}) do lines[#lines + 1] = h end
   if req.credentials and req.credentials:mode() == "appcode" then
     lines[#lines + 1] = "Authorization: " .. req.credentials:authorization()
   end
   local body = req.body
-  if (req.method or "POST") == "POST" then
+  if method == "POST" then
     body = body or ""
     lines[#lines + 1] = "Content-Length: " .. #body
   end
   lines[#lines + 1] = ""
   lines[#lines + 1] = body or ""
 
-  set_deadline(sock, deadline, connect_ms)
+  set_deadline(sock, deadline)
+  if on_send then on_send() end
   local bytes
   bytes, err = sock:send(concat(lines, "\r\n"))
   if not bytes then
@@ -299,65 +441,34 @@ function Engine:_once(req, deadline, fresh)
   r.sent = true
 
   -- The answer.
-  local status, head_or_err, got_any, partial_status, partial_headers = read_head(sock)
-  if not status then
+  local reader = http_reader(req.max_bytes or 16 * 1024 * 1024)
+  local done, name, msg = read_answer(sock, reader, deadline)
+  local status, headers = reader:head()
+  if status then r.status, r.headers = status, headers end
+  if not done then
     sock:close()
-    err = head_or_err
-    if may_be_stale and not got_any and (err == "closed" or err == "connection reset by peer") then
-      -- The whole request went out: the gateway may have received it and
-      -- billed it, so it is not sent again (the C engine refuses libcurl's
-      -- resend in the same case).
-      return failure(r, "GOT_NOTHING", "the kept-alive connection closed before any byte of the answer (" ..
-        err .. "); the request was not sent again, since the gateway may have received it")
-    end
-    if partial_status then r.status, r.headers = partial_status, partial_headers end
-    if err == "timeout" then return failure(r, "OPERATION_TIMEDOUT", "operation timed out: no complete answer") end
-    if err == "weird" then return failure(r, "WEIRD_SERVER_REPLY", "the answer is not HTTP") end
-    if err == "closed" and not got_any then return failure(r, "GOT_NOTHING", "empty reply from server") end
-    return failure(r, "RECV_ERROR", "receive failed: " .. tostring(err))
-  end
-  r.status, r.headers = status, head_or_err
-
-  local cap = req.max_bytes or 16 * 1024 * 1024
-  local length = tonumber(r.headers["content-length"])
-  local data, rest
-  local chunked = (r.headers["transfer-encoding"] or ""):lower():find("chunked", 1, true)
-  if chunked then length = nil end -- chunked wins over Content-Length (RFC 9112, 6.3)
-  if status == 204 or status == 304 then
-    length = 0 -- no body, whatever the headers say (RFC 9112, 6.3)
-  end
-  if length and length > cap then
-    r.too_large = true
-    sock:close()
-    return r
-  elseif length == 0 then
-    data = ""
-  elseif length then
-    data, err, rest = sock:receive(length)
-  elseif chunked then
-    data, err, rest = read_chunked(sock, cap)
-  else
-    data, err, rest = read_to_close(sock, cap)
-  end
-  if not data then
-    sock:close()
-    r.body = rest or ""
-    if err == "too large" then
+    r.body = reader:body()
+    reader:free()
+    if name == "too_large" then
       r.too_large = true
       return r
     end
-    if err == "timeout" then return failure(r, "OPERATION_TIMEDOUT", "operation timed out during the body") end
-    if err == "weird" then return failure(r, "WEIRD_SERVER_REPLY", "a malformed chunked body") end
-    return failure(r, err == "closed" and "PARTIAL_FILE" or "RECV_ERROR",
-      "the answer was cut short: " .. tostring(err))
+    if may_be_stale and not reader:got_any() and (name == "GOT_NOTHING" or msg:find("reset", 1, true)) then
+      -- The whole request went out: the gateway may have received it and
+      -- billed it, so it is not sent again (the C engine refuses libcurl's
+      -- resend in the same case).
+      return failure(r, "GOT_NOTHING", "the kept-alive connection closed before any byte of the answer; " ..
+        "the request was not sent again, since the gateway may have received it")
+    end
+    return failure(r, name, msg)
   end
-  r.body = data
-
-  if (r.headers["connection"] or ""):lower():find("close", 1, true) or not (length or chunked) then
-    sock:close()
-  else
+  r.body = reader:body()
+  if keep and reader:keepalive() then
     sock:setkeepalive(self.idle_ms, self.pool_size)
+  else
+    sock:close()
   end
+  reader:free()
 
   if req.decode ~= false and r.body ~= "" then
     local okj, value = pcall(self.decode, r.body)
@@ -367,12 +478,22 @@ function Engine:_once(req, deadline, fresh)
 end
 
 --- One request: the response table of the C engine's `perform`.
-function Engine:perform(req)
+-- `on_send`, when given, is called at most once, before the first byte of
+-- the request goes out (after the connect and the TLS handshake).
+function Engine:perform(req, on_send)
   if self.closed then error("attempt to use a closed aliocr engine", 2) end
   local started = now()
   local deadline = started + (req.timeout_ms or 300000) / 1000
-  local r = self:_once(req, deadline, false)
-  if r.stale then r = self:_once(req, deadline, true) end
+  local sent_hook = on_send
+  local function once_hook()
+    if sent_hook then
+      local f = sent_hook
+      sent_hook = nil
+      f()
+    end
+  end
+  local r = self:_once(req, deadline, false, on_send and once_hook)
+  if r.stale then r = self:_once(req, deadline, true, on_send and once_hook) end
   r.stale = nil
   r.elapsed = now() - started
   return r

@@ -91,8 +91,9 @@ end
 --- The configuration of examples/openresty/nginx.conf with this checkout's
 -- paths, a free port, `ca_file` as the CAs nginx trusts, and the test
 -- locations of helpers.nginx_case (/case, /case_untrusted, /batch,
--- /misuse, /filter).
-function M.test_config(ca_file)
+-- /misuse, /filter), and `extra` (more directives for the server block: a
+-- spec's own locations), when given.
+function M.test_config(ca_file, extra)
   local text = read_all(M.example_conf)
   local root = M.root
   local function swap(from, to)
@@ -120,7 +121,7 @@ function M.test_config(ca_file)
     location = /filter {
       header_filter_by_lua_block { require("helpers.nginx_case").header_filter() }
       return 200 "filtered\n";
-    }]])
+    }]] .. (extra and ("\n" .. extra) or ""))
   return text
 end
 

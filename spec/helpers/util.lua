@@ -50,6 +50,19 @@ function M.slow(seconds) return seconds * SLOWDOWN end
 --- True when the specs run inside valgrind.
 M.VALGRIND = SLOWDOWN > 1
 
+--- Whether the specs of code that runs only inside nginx (where it is
+-- LuaJIT whatever runs the spec) run here: once per `make test`, under
+-- lua5.4 (spec/run's default), not again under the other runtimes, valgrind
+-- or ASan, which would trace only the spec's own process.
+function M.nginx_only_here()
+  local lua = os.getenv("LUA")
+  return (lua == nil or lua == "" or lua == "lua5.4") and os.getenv("VALGRIND") ~= "1" and
+    os.getenv("ASAN") ~= "1"
+end
+
+--- Why such a spec does not run here.
+M.NGINX_ONLY = "runs once per make test, under lua5.4: the code it tests runs inside nginx, under LuaJIT"
+
 --- math.type where the runtime has it (Lua 5.3+); before, numbers have no
 -- subtype, and a whole number counts as "integer".
 function M.number_type(x)
