@@ -8,6 +8,10 @@ files["lua/aliocr/resty.lua"] = { read_globals = { "ngx" } }
 -- The nginx example and the specs' handlers run inside nginx.
 files["examples/openresty"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_case.lua"] = { std = "luajit+ngx_lua" }
+files["spec/helpers/nginx_hostile.lua"] = { std = "luajit+ngx_lua" }
+files["spec/helpers/nginx_net.lua"] = { std = "luajit+ngx_lua" }
+files["spec/helpers/nginx_phases.lua"] = { std = "luajit+ngx_lua" }
+files["spec/helpers/model_nginx_case.lua"] = { std = "luajit+ngx_lua" }
 -- The emulator's code runs inside nginx (LuaJIT + ngx_lua).
 files["emulator/lua"] = { std = "luajit+ngx_lua" }
 -- The emulator's configure step runs under lua5.4.

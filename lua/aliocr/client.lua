@@ -372,13 +372,35 @@ end
 -- counts billed answers and stats().unknown such attempts, so that the
 -- gateway's count lies between billed and billed + unknown; not_billed
 -- counts the calls that cost nothing for sure.
+local function tally(s, sign, billed, unknown, kind)
+  s.requests = s.requests + sign
+  if billed == true then s.billed = s.billed + sign elseif unknown == 0 then s.not_billed = s.not_billed + sign end
+  s.unknown = s.unknown + sign * unknown
+  if kind then
+    local n = (s.errors[kind] or 0) + sign
+    if n == 0 then n = nil end
+    s.errors[kind] = n
+  end
+end
+
 function Client:_account(billed, unknown, kind)
-  local s = self._stats
-  s.requests = s.requests + 1
-  if billed == true then s.billed = s.billed + 1 elseif unknown == 0 then s.not_billed = s.not_billed + 1 end
-  s.unknown = s.unknown + unknown
+  tally(self._stats, 1, billed, unknown, kind)
   self._outcomes = self._outcomes + 1
-  if kind then s.errors[kind] = (s.errors[kind] or 0) + 1 end
+end
+
+-- Inside nginx a call's light thread can be cut off at any yield (the
+-- client hangs up, ngx.exit, ngx.thread.kill, an error in the handler) and
+-- no code of the call runs again: so from the moment its first request goes
+-- out until its answer settles it, a call counts as what it would be if cut
+-- off there: a cancelled call with `unknown` attempts of unknown billing (the
+-- one under way and the earlier ones whose billing is unknown). `p` holds
+-- what is counted so far; `unknown` nil takes it back (before the real
+-- outcome is accounted, with no yield in between).
+function Client:_provisional(p, unknown)
+  local s = self._stats
+  if p.counted then tally(s, -1, false, p.unknown, "cancelled") end
+  p.counted, p.unknown = unknown ~= nil, unknown
+  if unknown then tally(s, 1, false, unknown, "cancelled") end
 end
 
 -- Accounts `n` calls cancelled before they were ever sent.
@@ -549,7 +571,7 @@ end
 -- A call with no options, from a client with no jobs, takes a prepared call
 -- for its first attempt (the common case, and the fast one); everything else
 -- and every further attempt take the general path, with the same results.
-function Client:_call(kind, image_url, opts)
+function Client:_call(kind, image_url, opts, stop)
   local started, attempts, unknown, plan = monotonic(), 0, 0, nil
   if opts == nil and self._fast and next(self._running) == nil and self._nqueued == 0 and next(self._retrying) == nil
       and self:_plain_image_url(image_url) and API_OF[kind] then
@@ -568,23 +590,62 @@ function Client:_call(kind, image_url, opts)
   local call = self:_prepare(kind, image_url, opts, plan)
   self:_check_place()
   if not self._resty then self:_pump() end -- jobs submitted before go out along with this call
+  -- Inside nginx: what the call counts as until its answer settles it (see
+  -- _provisional).
+  local counts = self._resty and { counted = false, unknown = 0 } or nil
   while true do
-    if self._closed then
-      -- Closed between attempts (from a finalizer during the back-off).
+    -- Closed between attempts (by another light thread, or a finalizer
+    -- during the back-off); inside nginx also no retry once the worker is
+    -- exiting or the batch stopped.
+    local why = self._closed and "the client was closed" or (attempts > 0 and self:_halted(stop))
+    if why then
+      if counts then self:_provisional(counts, nil) end
       local billed -- nil: an earlier attempt's billing is unknown
       if unknown == 0 then billed = false end
-      local err = errors.cancelled("the client was closed before the call could be retried", billed, attempts)
+      local err = errors.cancelled((attempts > 0 and "not retried: " or "not sent: ") .. why, billed, attempts)
       self:_account(err.billed, unknown, "cancelled")
       return nil, err
     end
     attempts = attempts + 1
     local req = self:_request(call.url, call.params, call.method, call.timeout)
     self._stats.attempts = self._stats.attempts + 1
-    local response = self._engine:perform(req)
+    local response
+    if counts then
+      local sent = false
+      local function on_send()
+        if sent then return end
+        sent = true
+        self:_provisional(counts, unknown + 1)
+      end
+      local ok, r = pcall(self._engine.perform, self._engine, req, on_send)
+      if not ok then
+        -- Closed meanwhile by another light thread (the engine and the
+        -- credentials are gone): cancelled, billing unknown if the request
+        -- went out. Otherwise the error is raised again, and the call stays
+        -- counted as it was (cancelled, as if cut off there).
+        if not self._closed then error(r, 0) end
+        if sent then unknown = unknown + 1 end
+        self:_provisional(counts, nil)
+        local billed
+        if unknown == 0 then billed = false end
+        local err = errors.cancelled("the client was closed while the call was under way", billed, attempts)
+        self:_account(err.billed, unknown, "cancelled")
+        return nil, err
+      end
+      response = r
+    else
+      response = self._engine:perform(req)
+    end
     local res, err, again, u = self:_outcome(call, response, attempts, started, unknown)
-    if not again then return res, err end
+    if not again then
+      if counts then self:_provisional(counts, nil) end -- replaced by the outcome accounted above
+      return res, err
+    end
     if u then unknown = unknown + 1 end
-    self:_pause(self:_backoff(attempts))
+    -- Between attempts, a call that went out counts as cancelled, with the
+    -- attempts of unknown billing so far.
+    if counts and counts.counted then self:_provisional(counts, unknown) end
+    self:_pause(self:_backoff(attempts), stop)
   end
 end
 
@@ -627,6 +688,26 @@ function Client:handwriting(image_url, opts)
 end
 
 --- Calls, attempts and outcomes so far (a copy); also after `close`.
+--
+-- Inside nginx (transport `"resty"`) a call is counted when its first
+-- request goes out, not when it ends: nginx can cut a light thread off at
+-- any time (the client hangs up under `lua_check_client_abort on`,
+-- `ngx.exit`, `ngx.thread.kill`, an error in the handler) and no code of the
+-- call runs after that, while the gateway may bill what it received. So
+-- until its answer settles it, a call counts as a `cancelled` call (in
+-- `errors.cancelled`) whose attempt under way has billing unknown (in
+-- `unknown`); between retries, as a cancelled call with the unknown attempts
+-- so far (`not_billed` if none). Its answer replaces these provisional counts
+-- by its real outcome, at once (no other light thread sees the two mixed); a
+-- call cut off keeps them, as @{Job:cancel} counts a job cancelled under way.
+-- So a client shared by many requests always has the gateway's count within
+-- `[billed, billed + unknown]`. A batch's images that were never sent (the
+-- batch stopped: on_progress raised, the client was closed, nginx's worker
+-- is exiting, the light thread that called batch was killed) count as
+-- cancelled calls, not billed; those of a batch cut off with its every
+-- thread (ngx.exit, an error in the handler) are not counted, and none of
+-- them was sent. The curl transport counts a call when it ends (a job
+-- cancelled or a batch stopped counts at once).
 -- @treturn aliocr.Stats the counts
 function Client:stats()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
@@ -1023,26 +1104,36 @@ local function summarize(results, total, started)
 end
 
 -- batch inside nginx: `limit` light threads, each taking the next image.
+-- They take no more once the batch is to stop (see _halted: the client
+-- closed, the worker exiting, on_progress raised, or the light thread that
+-- called batch killed, whose threads go on without it): the first to see it
+-- takes every image not started, as a cancelled call that was not sent.
 function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
   local total, started = #urls, monotonic()
   local results, done, next_i = {}, 0, 1
+  local function drop(why)
+    if next_i > total then return end
+    for i = next_i, total do results[i] = errors.cancelled("not sent: " .. why, false, 0) end
+    self:_count_cancelled(total - next_i + 1)
+    next_i = total + 1
+  end
   local ok, err = resty.run_threads(math.min(limit, total), function(_, stopped)
-    while next_i <= total and not stopped() do
+    while next_i <= total do
+      local why = self:_halted(stopped)
+      if why then return drop(why) end
       local i = next_i
       next_i = i + 1
-      local res, e = self:_call(kind, urls[i], call_opts)
+      local res, e = self:_call(kind, urls[i], call_opts, stopped)
       results[i] = res or e
       done = done + 1
       if on_progress and not stopped() then on_progress(done, total) end
     end
   end)
-  if not ok then
-    -- The calls under way when on_progress raised were finished (with no
-    -- more progress reported); the images never started are cancelled
-    -- calls, not billed.
-    self:_count_cancelled(total - next_i + 1)
-    error(err, 0)
-  end
+  -- The calls under way when on_progress raised were finished (with no
+  -- more progress reported); the images never started are cancelled calls,
+  -- not billed.
+  drop(ok and "the batch stopped" or "the batch stopped: on_progress raised an error")
+  if not ok then error(err, 0) end
   return results, summarize(results, total, started)
 end
 
@@ -1096,7 +1187,10 @@ end
 -- billed) and the error is raised again. `on_progress` may use the client
 -- (poll, wait, a blocking call, another batch, close: then the images not
 -- finished are cancelled and their slots hold errors of kind `cancelled`).
--- Inside nginx the images run as light threads.
+-- Inside nginx the images run as light threads; they start no image, retry
+-- or back-off once nginx's worker is exiting (QUIT, HUP) or the light
+-- thread that called batch was killed, and those never sent are cancelled
+-- calls, not billed (see @{Client:stats}).
 -- @string kind `"recognize"` or `"handwriting"`
 -- @tparam {string,...} urls the images' http(s) URLs
 -- @tparam[opt] table opts the batch's options, and any call option (`show`,
