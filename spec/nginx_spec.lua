@@ -123,6 +123,92 @@ describe("inside nginx", function()
       assert.matches("http:// or https://", cjson.decode(r.body).error, 1, true)
       assert.equal(0, emu:ledger().total.billed)
     end)
+
+    -- Whether `s` is valid UTF-8 (RFC 3629): each valid sequence becomes
+    -- ".", so that no two bytes join; then no byte over 127 may be left.
+    local function valid_utf8(s)
+      for _, seq in ipairs({ "[\194-\223][\128-\191]", "\224[\160-\191][\128-\191]",
+          "[\225-\236\238\239][\128-\191][\128-\191]", "\237[\128-\159][\128-\191]",
+          "\240[\144-\191][\128-\191][\128-\191]", "[\241-\243][\128-\191][\128-\191][\128-\191]",
+          "\244[\128-\143][\128-\191][\128-\191]" }) do
+        s = s:gsub(seq, ".")
+      end
+      return not s:find("[\128-\255]")
+    end
+
+    local function ocr(query) return http.request({ url = ngx_.url .. "/ocr?" .. query, timeout = 30 }) end
+
+    it("item 15: a repeated or valueless argument gets a 400 that says so, and nothing is sent", function()
+      local img = urlencode(emu.image)
+      for _, case in ipairs({
+        { "url=" .. img .. "&url=" .. img, "give url once (percent-encode the image URL" },
+        { "url", "url needs a value: ?url=..." },
+        { "url=" .. img .. "&show", "show needs a value: ?show=..." },
+        { "url=" .. img .. "&show=", "show needs a value: ?show=..." },
+        { "url=" .. img .. "&show=1&show=0", "give show once" },
+        { "url=" .. img .. "&kind=handwriting&kind=recognize", "give kind once" },
+        { "url=" .. img .. "&kind", "kind needs a value: ?kind=..." },
+      }) do
+        local r = ocr(case[1])
+        assert.equal(400, r.status, case[1])
+        assert.equal(case[2], cjson.decode(r.body).error:sub(1, #case[2]), case[1])
+      end
+      assert.equal(0, emu:ledger().total.requests)
+    end)
+
+    it("item 15: bytes that are not UTF-8, from the URL or from the upstream, are escaped as \\xNN", function()
+      -- From the URL, in the message of a 400.
+      local r = ocr("url=ftp%3A%2F%2Fx%2F%FF%C0%AF%ED%A0%80%E4%B8%AD")
+      assert.equal(400, r.status)
+      assert.is_true(valid_utf8(r.body), r.body)
+      assert.equal("application/json; charset=utf-8", r.headers["content-type"])
+      assert.matches("got 'ftp://x/\\xFF\\xC0\\xAF\\xED\\xA0\\x80\228\184\173'", cjson.decode(r.body).error, 1, true)
+      -- From the upstream: a vendor's message (502) and a recognised text (200).
+      emu:fault({ mode = "respond", status = 666, body = '{"ok":0,"msg":"bad \255\192\128 byte"}', times = 1 })
+      r = ocr("url=" .. urlencode(emu.image))
+      assert.equal(502, r.status)
+      assert.is_true(valid_utf8(r.body), r.body)
+      assert.equal("bad \\xFF\\xC0\\x80 byte", cjson.decode(r.body).msg)
+      emu:fault({ mode = "respond", status = 200, body = '{"ok":1,"msg":"ok","data":"\230\150\135\254 x"}', times = 1 })
+      r = ocr("url=" .. urlencode(emu.image))
+      assert.equal(200, r.status, r.body)
+      assert.is_true(valid_utf8(r.body), r.body)
+      assert.equal("\230\150\135\\xFE x", cjson.decode(r.body).text)
+    end)
+
+    it("item 15: a failed call is logged once, at warn, with the gateway's request id, and no [error] line " ..
+       "(the upstream failed, not the server)", function()
+      for _, case in ipairs({
+        { fault = { mode = "vendor_error" }, kind = "api", id = true },
+        { fault = { mode = "gateway", error = "quota_exhausted" }, kind = "quota", id = true },
+        { fault = { mode = "html" }, kind = "http", id = true }, -- retried: 3 attempts, one line
+        { fault = { mode = "not_json" }, kind = "protocol", id = true },
+        { fault = { mode = "truncate" }, kind = "transport", id = true },
+        -- ngx_lua logs a socket timeout as [error] unless lua_socket_log_errors is off.
+        -- The emulator answers (and bills) 2 s after the client gave up: it
+        -- is waited for, so that the answer does not land in a later test.
+        { fault = { mode = "stall_headers", ms = 12000 }, kind = "timeout", id = false, linger = 2.5 },
+      }) do
+        emu:reset()
+        emu:fault(case.fault)
+        local before = #ngx_:log()
+        local r = ocr("url=" .. urlencode(emu.image))
+        assert.equal(502, r.status, r.body)
+        local e = cjson.decode(r.body)
+        assert.equal(case.kind, e.kind)
+        local log = ngx_:log():sub(before + 1)
+        local lines = {}
+        for line in log:gmatch("[^\n]+") do lines[#lines + 1] = line end
+        assert.equal(1, #lines, case.kind .. ":\n" .. log)
+        assert.matches("[warn]", lines[1], 1, true)
+        local id = case.id and e.request_id or "none"
+        assert.is_string(id, case.kind .. ": no request id")
+        assert.matches("aliocr recognize failed, request id " .. id .. ": aliocr " .. case.kind .. " error: ",
+          lines[1], 1, true)
+        assert.is_nil(log:find("demo", 1, true), "the appcode is in the log")
+        if case.linger then socket.sleep(case.linger) end
+      end
+    end)
   end)
 
   describe("the same outcome as libcurl", function()
