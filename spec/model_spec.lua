@@ -20,7 +20,8 @@
 --                  printing changes when the collector runs finalizers)
 --   MODEL_PROFILE=1 time per op kind; MODEL_AGGRESSIVE_GC the share of
 --                  sequences run with a busier collector (0.3)
--- `make model` runs 100,000 operations under AddressSanitizer.
+-- `make model` runs 60,000 operations under AddressSanitizer (and then
+-- spec/model_nginx_spec.lua, the same for the nginx transport).
 local aliocr = require("aliocr")
 local emulator = require("helpers.emulator")
 local faults = require("helpers.faults")

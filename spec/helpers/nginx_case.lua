@@ -1,20 +1,12 @@
 -- Test handlers that run inside the client-side nginx of spec/nginx_spec.lua
 -- (LuaJIT, nginx's Lua module), where aliocr picks nginx's sockets.
 local aliocr = require("aliocr")
-local cjson = require("cjson")
+local nginx_json = require("helpers.nginx_json")
 local outcome = require("helpers.outcome")
 
 local M = {}
 
-local function body_json()
-  ngx.req.read_body()
-  return cjson.decode(ngx.req.get_body_data())
-end
-
-local function say(t)
-  ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(t))
-end
+local body_json, say = nginx_json.body, nginx_json.say
 
 --- POST /case { client = options, kind, url, opts, warm, warm_opts, pause }:
 -- one call on a new client (after a call of the kind `warm`, when given, and

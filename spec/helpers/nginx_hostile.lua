@@ -4,23 +4,15 @@
 -- (the common production setup, and the one whose stats must stay right).
 local aliocr = require("aliocr")
 local cjson = require("cjson")
+local nginx_json = require("helpers.nginx_json")
 local outcome = require("helpers.outcome")
 
 local M = {}
 
+local body_json, say = nginx_json.body, nginx_json.say
+
 -- The worker's shared client, made by /h/reset.
 local shared
-
-local function say(t)
-  ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(t))
-end
-
-local function body_json()
-  ngx.req.read_body()
-  local data = ngx.req.get_body_data()
-  return data and cjson.decode(data) or {}
-end
 
 local function options(extra)
   local o = { appcode = "demo", endpoint = os.getenv("ALIOCR_ENDPOINT"), retry_delay = 0.01 }

@@ -2,20 +2,12 @@
 -- spec/nginx_net_spec.lua (LuaJIT, nginx's Lua module): name lookups, TLS
 -- trust per location, IPv6, proxies.
 local aliocr = require("aliocr")
-local cjson = require("cjson")
+local nginx_json = require("helpers.nginx_json")
 local outcome = require("helpers.outcome")
 
 local M = {}
 
-local function body_json()
-  ngx.req.read_body()
-  return cjson.decode(ngx.req.get_body_data())
-end
-
-local function say(t)
-  ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(t))
-end
+local body_json, say = nginx_json.body, nginx_json.say
 
 --- POST { client = options, kind, url, opts }: one call on a new client;
 -- answers its outcome (helpers.outcome), the transport used, the error's

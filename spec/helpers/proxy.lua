@@ -2,7 +2,6 @@
 -- (absolute-form requests and CONNECT) on a free loopback port, a lua5.4
 -- process, optionally requiring Basic credentials. stop() leaves no process
 -- and no file behind.
-local socket = require("socket")
 local sh = require("helpers.sh")
 
 local M = {}
@@ -14,32 +13,16 @@ M.script = capture("pwd"):gsub("%s+$", "") .. "/spec/helpers/proxy_server.lua"
 local Proxy = {}
 Proxy.__index = Proxy
 
-local function alive(pid)
-  local state = read_all("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z"
-end
 
 --- Starts a proxy; `o.auth` ("user:password"), when given, is required of
 -- every request (through the environment: never on a command line).
 -- Returns it: `port`, `address` ("127.0.0.1:port").
 function M.start(o)
   o = o or {}
-  local dir = sh.tmpdir()
-  os.execute(string.format("%s lua5.4 %s %s >%s 2>&1 </dev/null & echo $! >%s",
-    o.auth and ("PROXY_AUTH=" .. q(o.auth)) or "", q(M.script), q(dir), q(dir .. "/out"), q(dir .. "/pid")))
-  local self = setmetatable({ dir = dir, pid = read_all(dir .. "/pid"):match("%d+") }, Proxy)
-  local deadline = socket.gettime() + 10
-  while not read_all(dir .. "/port"):match("%d+") do
-    if not (self.pid and alive(self.pid)) or socket.gettime() > deadline then
-      local out = read_all(dir .. "/out")
-      self:stop()
-      error("the proxy did not start:\n" .. out, 2)
-    end
-    socket.sleep(0.02)
-  end
-  self.port = tonumber(read_all(dir .. "/port"):match("%d+"))
-  self.address = "127.0.0.1:" .. self.port
-  return self
+  local p, out = sh.start_server(M.script, nil, o.auth and ("PROXY_AUTH=" .. q(o.auth)) or nil)
+  if not p then error("the proxy did not start:\n" .. out, 2) end
+  p.address = "127.0.0.1:" .. p.port
+  return setmetatable(p, Proxy)
 end
 
 --- The requests it received so far: a list of { connection, method,
@@ -58,21 +41,8 @@ function Proxy:output() return read_all(self.dir .. "/out") end
 --- Stops the proxy and removes its files; returns the processes still
 -- alive after that (none, normally).
 function Proxy:stop()
-  if self.stopped then return self.left end
-  self.stopped = true
-  local left = {}
-  if self.pid then
-    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-    local deadline = socket.gettime() + 5
-    while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
-    if alive(self.pid) then
-      os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
-      left[1] = self.pid
-    end
-  end
-  os.execute("rm -rf " .. q(self.dir))
-  self.left = left
-  return left
+  if not self.stopped then self.stopped, self.left = true, sh.stop_server(self) end
+  return self.left
 end
 
 return M
