@@ -9,6 +9,7 @@ files["lua/aliocr/resty.lua"] = { read_globals = { "ngx" } }
 files["examples/openresty"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_case.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_json.lua"] = { std = "luajit+ngx_lua" }
+files["spec/helpers/nginx_connect.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_hostile.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_net.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_phases.lua"] = { std = "luajit+ngx_lua" }

@@ -110,6 +110,21 @@ describe("the HTTP reader of the nginx transport", function()
     end
   end)
 
+  it("takes what libcurl takes: 200OK, CRs before a chunk's LF; refuses codes under 100, 2^63 chunks", function()
+    assert.equal("ok", read("HTTP/1.1 200OK\r\nContent-Length: 2\r\n\r\nok").body)
+    assert.equal("ok", read("HTTP/1.1 200\tOK\r\nContent-Length: 2\r\n\r\nok").body)
+    assert.equal("UNSUPPORTED_PROTOCOL", read("HTTP/1.1 099 X\r\n\r\n" .. OK .. "Content-Length: 0\r\n\r\n").name)
+    assert.equal("UNSUPPORTED_PROTOCOL", read("HTTP/1.1 000 X\r\n\r\n").name)
+    assert.equal("ab", read(OK .. "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\r\r\n0\r\n\r\n").body)
+    assert.equal("RECV_ERROR", read(OK .. "Transfer-Encoding: chunked\r\n\r\n8000000000000000\r\n").name)
+    assert.equal("RECV_ERROR", read(OK .. "Transfer-Encoding: chunked\r\n\r\n0\r\nX: a\rb\r\n\r\n").name)
+    -- A folded line continues the header before it, or nothing if that one
+    -- was ignored.
+    local out = read(OK .. "X-A : 1\r\n folded\r\nX-B: 1\r\n y\r\nContent-Length: 2\r\n\r\nok")
+    assert.equal("ok", out.body)
+    assert.equal("1 y", out.headers["x-b"])
+  end)
+
   it("ignores a header with a blank before its colon, as libcurl does", function()
     local out = read(OK .. "Content-Length : 99\r\nContent-Length: 2\r\n\r\nok")
     assert.equal("done", out.state)

@@ -327,6 +327,45 @@ describe("inside nginx", function()
         -- libcurl skips an extension up to its LF: transport PARTIAL_FILE at the close, 200, billed.
         { "item 1: an endless chunk extension (4 MB)",
           fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) .. "1;x=", { fill = { bytes = MB4 } }) },
+        -- From a review: more bytes where a reader could part from libcurl
+        -- (libcurl's outcome is each one's expected one).
+        { "item 11: HTTP/1.1 200OK (no blank before the reason)",
+          fault = raw(head("HTTP/1.1 200OK", { CT, CL }) .. BODY) },
+        { "item 11: a tab after the status code", fault = raw(head("HTTP/1.1 200\tOK", { CT, CL }) .. BODY) },
+        { "item 11: a status 099 before the 200", fault =
+          raw(head("HTTP/1.1 099 X", {}) .. head("HTTP/1.1 200 OK", { CT, CL }) .. BODY) },
+        { "item 11: a status 000 before the 200", fault =
+          raw(head("HTTP/1.1 000 X", {}) .. head("HTTP/1.1 200 OK", { CT, CL }) .. BODY) },
+        { "item 11: CR CR LF after a chunk", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          string.format("%x\r\n", #BODY) .. BODY .. "\r\r\n0\r\n\r\n") },
+        { "item 1: a chunk size of 2^63 (16 hex digits)", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          "8000000000000000\r\n" .. BODY .. "\r\n0\r\n\r\n") },
+        { "item 1: Content-Length 2^64 (overflow), body to the close", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, "Content-Length: 18446744073709551616" }) .. BODY) },
+        { "item 1: Content-Length 44 then an overflowing one", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, CL, "Content-Length: 99999999999999999999" }) .. BODY) },
+        { "item 11: Content-Length: 1e9 (libcurl reads 1)", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, "Content-Length: 1e9" }) .. BODY) },
+        { "item 11: a trailer with a bare CR", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          chunk(BODY) .. "0\r\nX-T: a\rb\r\n\r\n") },
+        { "item 11: a NUL in a header value", fault = raw(head("HTTP/1.1 200 OK", { CT, "X-N: a\0b", CL }) .. BODY) },
+        { "item 11: no final CRLF after the last chunk", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          chunk(BODY) .. "0\r\n") },
+        { "item 11: Transfer-Encoding: identity with a length", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, "Transfer-Encoding: identity", CL }) .. BODY) },
+        { "item 11: a folded line after an ignored one", fault =
+          raw(head("HTTP/1.1 200 OK", { "X-A : 1", " folded", CT, CL }) .. BODY) },
+        { "item 11: a folded line first", fault = raw(head("HTTP/1.1 200 OK", { " folded", CT, CL }) .. BODY) },
+        { "item 11: a header line with only blanks", fault = raw(head("HTTP/1.1 200 OK", { CT, "   ", CL }) .. BODY) },
+        { "item 11: Content-Length with a tab and trailing junk", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, "Content-Length:\t" .. #BODY .. "junk" }) .. BODY) },
+        { "item 11: an empty Content-Length", fault = raw(head("HTTP/1.1 200 OK", { CT, "Content-Length:" }) .. BODY) },
+        { "item 11: Transfer-Encoding: chunked, chunked", fault =
+          raw(head("HTTP/1.1 200 OK", { CT, "Transfer-Encoding: chunked, chunked" }) .. chunk(BODY) .. "0\r\n\r\n") },
+        { "item 11: chunk size with a blank before CRLF", fault = raw(head("HTTP/1.1 200 OK", { CT, CHUNKED }) ..
+          string.format("%x \r\n", #BODY) .. BODY .. "\r\n0\r\n\r\n") },
+        { "item 11: HTTP/1.1 with leading blank status",
+          fault = raw(" " .. head("HTTP/1.1 200 OK", { CT, CL }) .. BODY) },
         -- libcurl: timeout OPERATION_TIMEDOUT at 2 s, 200, billed.
         { "item 5: a body trickled one byte per 0.5 s: the attempt ends by its deadline", client = { timeout = 2 },
           fault = raw(head("HTTP/1.1 200 OK", { CT, CL }) .. BODY:sub(1, kept), { pieces = trickle, gap_ms = 500 }),

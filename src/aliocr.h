@@ -6,6 +6,7 @@
 #define ALIOCR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "compat.h"
 
@@ -42,6 +43,12 @@ aliocr_credentials *aliocr_check_credentials(lua_State *L, int i);
 
 /* Standard Base64 of n bytes, with padding, into out (at least 4*((n+2)/3)+1). */
 void aliocr_base64(const unsigned char *in, size_t n, char *out);
+
+/* A Content-Length value as libcurl reads it (optional blanks and a plus
+ * sign, then decimal digits; what follows them is ignored): 1 and *out set,
+ * 0 when it is too large for 63 bits (libcurl then ignores the header), -1
+ * when it has no digits (libcurl: a weird server reply). In http.c. */
+int aliocr_content_length(const char *v, size_t n, int64_t *out);
 
 /* Whether a SIGINT arrived since core.catch_interrupts (never, without it). */
 int aliocr_interrupted(void);

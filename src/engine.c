@@ -123,14 +123,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     size_t bytes = size * n;
     static const char cl[] = "content-length:";
     if (bytes > sizeof cl - 1 && strncasecmp(p, cl, sizeof cl - 1) == 0) {
-        char tmp[32];
-        size_t k = bytes - (sizeof cl - 1);
-        if (k >= sizeof tmp)
-            k = sizeof tmp - 1;
-        memcpy(tmp, p + sizeof cl - 1, k);
-        tmp[k] = '\0';
-        if (strtod(tmp, NULL) > (double)j->max_bytes)
-            j->too_large_declared = 1;
+        /* Read as libcurl reads it; the last one counts, as for libcurl. */
+        int64_t length = 0;
+        if (aliocr_content_length(p + sizeof cl - 1, bytes - (sizeof cl - 1), &length) > 0)
+            j->too_large_declared = length > (int64_t)j->max_bytes;
+        else
+            j->too_large_declared = 0;
     }
     if (buffer_append(&j->head, p, bytes) != 0)
         return 0;
@@ -167,6 +165,21 @@ static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_por
         return CURL_PREREQFUNC_ABORT;
     }
     return CURL_PREREQFUNC_OK;
+}
+
+/* Whether any of the request may have gone out: libcurl began it (on_prereq
+ * ran: after the connect, a proxy's CONNECT tunnel included) and wrote some
+ * of it, or began it twice. The bytes of a CONNECT to a proxy alone never
+ * reach the gateway. */
+static int job_sent(const job *j)
+{
+    curl_off_t size = 0;
+    if (j->requests > 1)
+        return 1;
+    if (j->requests == 0)
+        return 0;
+    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &size);
+    return size > 0;
 }
 
 /* Engine ---------------------------------------------------------------------- */
@@ -608,14 +621,12 @@ static void push_answer(lua_State *L, int decode, const job *j, long status, int
 static void push_response(lua_State *L, int decode, job *j)
 {
     long status = 0, connects = 0;
-    curl_off_t request_size = 0;
     double total = 0;
 
     curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(j->easy, CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &request_size);
     curl_easy_getinfo(j->easy, CURLINFO_TOTAL_TIME, &total);
-    push_answer(L, decode, j, status, request_size > 0, connects, total);
+    push_answer(L, decode, j, status, job_sent(j), connects, total);
 }
 
 /* Building a response runs Lua: every allocation may run a finalizer, which
@@ -1182,10 +1193,7 @@ static int engine_cancel(lua_State *L)
     job *j;
     for (j = e->active; j; j = j->next) {
         if (j->id == id) {
-            curl_off_t size = 0;
-            int sent;
-            curl_easy_getinfo(j->easy, CURLINFO_REQUEST_SIZE, &size);
-            sent = size > 0 || j->requests > 1;
+            int sent = job_sent(j);
             curl_multi_remove_handle(e->multi, j->easy);
             unlink_job(&e->active, j);
             job_free(e, j);

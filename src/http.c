@@ -63,6 +63,7 @@ typedef struct reader {
     int te;               /* a transfer coding other than chunked (or identity) */
     int has_length;
     int excess;           /* bytes after the end of the answer */
+    int ignored;          /* the last header line was ignored */
     int64_t length;       /* Content-Length */
     uint64_t chunk_left;
     int digits;
@@ -174,12 +175,7 @@ static void coding_token(reader *r, const char *t, size_t n)
     }
 }
 
-/* A Content-Length value, read as libcurl reads it: optional blanks and a
- * plus sign, then decimal digits, whatever follows them ignored; a repeated
- * header replaces the value before it. No digits or a minus sign: a weird
- * reply; a number too large for 63 bits: the header is ignored and the body
- * ends at the close. */
-static int content_length(reader *r, const char *v, size_t n)
+int aliocr_content_length(const char *v, size_t n, int64_t *out)
 {
     size_t i = 0;
     int64_t x = 0;
@@ -189,17 +185,32 @@ static int content_length(reader *r, const char *v, size_t n)
     if (i < n && v[i] == '+')
         i++;
     while (i < n && v[i] >= '0' && v[i] <= '9') {
-        if (x > (INT64_MAX - (v[i] - '0')) / 10) {
-            r->has_length = 0;
-            r->close = 1;
+        if (x > (INT64_MAX - (v[i] - '0')) / 10)
             return 0;
-        }
         x = x * 10 + (v[i] - '0');
         digits++;
         i++;
     }
     if (digits == 0)
+        return -1;
+    *out = x;
+    return 1;
+}
+
+/* A Content-Length header of the final answer (see aliocr_content_length);
+ * a repeated one replaces the value before it. */
+static int content_length(reader *r, const char *v, size_t n)
+{
+    int64_t x = 0;
+    int got = aliocr_content_length(v, n, &x);
+    if (got < 0)
         return fail(r, "WEIRD_SERVER_REPLY", "an invalid Content-Length");
+    if (got == 0) {
+        /* Too large for 63 bits: ignored, the body ends at the close. */
+        r->has_length = 0;
+        r->close = 1;
+        return 0;
+    }
     r->has_length = 1;
     r->length = x;
     return 0;
@@ -213,8 +224,11 @@ static int header_line(reader *r, const char *p, size_t n)
         return fail(r, "WEIRD_SERVER_REPLY", "a header line without a colon");
     while (i < n && is_tchar((unsigned char)p[i]))
         i++;
-    if (i == 0 || p[i] != ':')
-        return 0; /* not "name:" (a blank before the colon): ignored, as libcurl does */
+    if (i == 0 || p[i] != ':') {
+        r->ignored = 1; /* not "name:" (a blank before the colon): ignored, as libcurl does */
+        return 0;
+    }
+    r->ignored = 0;
     vs = i + 1;
     while (vs < n && (p[vs] == ' ' || p[vs] == '\t'))
         vs++;
@@ -246,9 +260,11 @@ static int status_line(reader *r, const char *p, size_t n)
     if (n < 9 || p[5] != '1' || p[6] != '.' || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
         return fail(r, "UNSUPPORTED_PROTOCOL", "an HTTP version other than 1.0 and 1.1 in the answer");
     if (n < 12 || p[9] < '0' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' ||
-        (n > 12 && p[12] != ' '))
+        (n > 12 && p[12] >= '0' && p[12] <= '9'))
         return fail(r, "UNSUPPORTED_PROTOCOL", "a status code that is not three digits");
     code = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    if (code < 100)
+        return fail(r, "UNSUPPORTED_PROTOCOL", "a status code under 100");
     r->minor = p[7] - '0';
     r->status = code;
     return 0;
@@ -261,7 +277,7 @@ static int end_of_head(reader *r)
         /* An interim answer: the final one follows. */
         r->status = 0;
         r->head_len = 0;
-        r->keep = r->close = r->chunked = r->te = r->has_length = 0;
+        r->keep = r->close = r->chunked = r->te = r->has_length = r->ignored = 0;
         r->state = S_STATUS;
         return 0;
     }
@@ -305,6 +321,8 @@ static int head_line(reader *r, const char *p, size_t n)
     if (p[0] == ' ' || p[0] == '\t') {
         /* obs-fold: a continuation of the previous header line. */
         size_t i = 0;
+        if (r->ignored)
+            return 0; /* the continuation of a header that was ignored */
         if (r->head_len == 0)
             return fail(r, "WEIRD_SERVER_REPLY", "a continuation line before any header");
         while (i < n && (p[i] == ' ' || p[i] == '\t'))
@@ -338,7 +356,8 @@ static long feed_line(reader *r, const char *p, size_t n)
             len--;
         r->line_len = 0;
         if (memchr(r->line, '\r', len) || memchr(r->line, '\0', len))
-            return fail(r, "WEIRD_SERVER_REPLY", "a CR or NUL inside a header line");
+            return fail(r, r->state == S_TRAILERS ? "RECV_ERROR" : "WEIRD_SERVER_REPLY",
+                        "a CR or NUL inside a header line");
         if (head_line(r, r->line, len) < 0)
             return -1;
     }
@@ -382,8 +401,10 @@ static int feed(reader *r, const char *p, size_t n)
         case S_BODY_LENGTH: {
             uint64_t left = (uint64_t)r->length - r->body_len;
             size_t take = n < left ? n : (size_t)left;
-            if (r->body_cap == 0) {
-                /* The size is known: one allocation. */
+            if (r->body_cap == 0 && r->length <= 65536) {
+                /* A small body of known size: one allocation (a larger one
+                 * grows as its bytes come, so that a server cannot make
+                 * the reader reserve what it never sends). */
                 r->body = (char *)malloc((size_t)r->length);
                 if (!r->body)
                     return fail(r, "OUT_OF_MEMORY", "out of memory");
@@ -404,8 +425,8 @@ static int feed(reader *r, const char *p, size_t n)
         case S_CHUNK_SIZE: {
             int v = hexval((unsigned char)*p);
             if (v >= 0) {
-                if (++r->digits > CHUNK_DIGITS_MAX)
-                    return fail(r, "RECV_ERROR", "a chunk size of more than 16 hex digits");
+                if (++r->digits > CHUNK_DIGITS_MAX || (r->chunk_left >> 59) != 0)
+                    return fail(r, "RECV_ERROR", "a chunk size of more than 63 bits");
                 r->chunk_left = r->chunk_left * 16 + (uint64_t)v;
             } else if (r->digits == 0) {
                 return fail(r, "RECV_ERROR", "a chunk without a hex size");
@@ -455,6 +476,10 @@ static int feed(reader *r, const char *p, size_t n)
             used = 1;
             break;
         case S_CHUNK_LF:
+            if (*p == '\r') { /* more CRs before the LF: libcurl takes them */
+                used = 1;
+                break;
+            }
             if (*p != '\n')
                 return fail(r, "RECV_ERROR", "a chunk not followed by CRLF");
             r->state = S_CHUNK_SIZE;
@@ -506,7 +531,7 @@ static int http_reader_new(lua_State *L)
         return luaL_argerror(L, 1, "max_body must be from 0 to 2^40");
     r = (reader *)lua_newuserdata(L, sizeof(reader));
     memset(r, 0, sizeof(*r));
-    r->max_body = (size_t)max;
+    r->max_body = max > (lua_Number)SIZE_MAX ? SIZE_MAX : (size_t)max;
     r->head_only = head_only;
     r->state = S_STATUS;
     luaL_setmetatable(L, ALIOCR_HTTP_READER);

@@ -256,27 +256,43 @@ local function connect_error(err)
   return "COULDNT_CONNECT", "failed to connect: " .. err
 end
 
-local function deadline_after(ms)
-  ngx.sleep(ms / 1000)
-  return "deadline"
-end
-
 local function connect_to(sock, host, port, opts) return "done", sock:connect(host, port, opts) end
 
--- Connects within `ms`. nginx looks a name up with its resolver, bounded by
--- resolver_timeout (30 s unless set) and not by the socket's timeouts: a
--- name is then connected to in a light thread of its own, given up after
--- `ms`. Returns true, or nil and the error ("timeout" when it took too long).
-local function connect(sock, host, port, opts, ms)
-  if is_ip(host) then return sock:connect(address(host), port, opts) end
+-- Sleeps until `deadline`, or until light thread `caller` is dead (killed),
+-- checking it every 0.1 s.
+local function watch_until(deadline, caller)
+  while true do
+    local left = deadline - now()
+    if left <= 0 then return "deadline" end
+    if coroutine.status(caller) == "dead" then return "abandoned" end
+    ngx.sleep(min(left, 0.1))
+  end
+end
+
+-- Connects in a light thread of its own, given up at `deadline`, or as soon
+-- as `caller` is dead: it is this thread's child, so this thread can kill it
+-- (the caller, once killed, could not, and nginx would not end the request
+-- before nginx's resolver gave up).
+local function connect_watched(sock, host, port, opts, deadline, caller)
   local th = ngx.thread.spawn(connect_to, sock, host, port, opts)
-  local timer = ngx.thread.spawn(deadline_after, ms)
+  local timer = ngx.thread.spawn(watch_until, deadline, caller)
   local _, which, ok, err = ngx.thread.wait(th, timer)
-  if which == "deadline" then
+  if which ~= "done" then
     ngx.thread.kill(th)
     return nil, "timeout"
   end
   ngx.thread.kill(timer)
+  return ok, err
+end
+
+-- Connects within `ms`. nginx looks a name up with its resolver, bounded by
+-- resolver_timeout (30 s unless set) and not by the socket's timeouts: a
+-- name is then connected to under a watch that gives up after `ms`.
+-- Returns true, or nil and the error ("timeout" when it took too long).
+local function connect(sock, host, port, opts, ms)
+  if is_ip(host) then return sock:connect(address(host), port, opts) end
+  local th = ngx.thread.spawn(connect_watched, sock, host, port, opts, now() + ms / 1000, coroutine.running())
+  local _, ok, err = ngx.thread.wait(th)
   return ok, err
 end
 
@@ -365,10 +381,14 @@ function Engine:_once(req, deadline, fresh, on_send)
       lines[#lines + 1] = "\r\n"
       ok = sock:send(concat(lines, "\r\n"))
       local reader = http_reader(0, true)
-      local done = ok and read_answer(sock, reader, connect_deadline)
+      local done, name = nil, nil
+      if ok then done, name = read_answer(sock, reader, connect_deadline) end
       local status = done and reader:head()
       if status ~= 200 then
         sock:close()
+        if name == "OPERATION_TIMEDOUT" or (not ok and now() >= connect_deadline) then
+          return failure(r, "OPERATION_TIMEDOUT", "the proxy's answer to CONNECT timed out")
+        end
         if status == 407 then
           return failure(r, "COULDNT_CONNECT", "the proxy refused the credentials (407)")
         end
