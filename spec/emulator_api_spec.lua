@@ -270,6 +270,12 @@ end
 
 -- The emulator that fetches images -----------------------------------------------
 
+-- The emulator runs inside nginx (LuaJIT): its specs run once per make test.
+if not util.nginx_only_here() then
+  describe("emulator API", function() pending(util.NGINX_ONLY) end)
+  return
+end
+
 describe("emulator API", function()
   local emu
 

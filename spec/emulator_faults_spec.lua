@@ -115,6 +115,12 @@ end
 
 -- Fault modes ------------------------------------------------------------------
 
+-- The emulator runs inside nginx (LuaJIT): its specs run once per make test.
+if not util.nginx_only_here() then
+  describe("emulator fault modes", function() pending(util.NGINX_ONLY) end)
+  return
+end
+
 describe("emulator fault modes", function()
   local emu
   local normal = {}

@@ -6,9 +6,16 @@ local http = require("helpers.http")
 local run = require("helpers.sh").run
 
 local sh = require("helpers.sh")
+local util = require("helpers.util")
 local fresh_tmp = sh.tmpdir
 
 local function entries(dir) return sh.capture("ls -A " .. sh.q(dir)) end
+
+-- The emulator runs inside nginx (LuaJIT): its specs run once per make test.
+if not util.nginx_only_here() then
+  describe("aliocr-emulator launcher", function() pending(util.NGINX_ONLY) end)
+  return
+end
 
 describe("aliocr-emulator launcher", function()
   it("documents its options with --help and exits 0", function()

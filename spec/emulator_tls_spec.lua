@@ -3,6 +3,7 @@
 local emulator = require("helpers.emulator")
 local http = require("helpers.http")
 local cjson = require("cjson")
+local util = require("helpers.util")
 
 local function call(emu, base, o)
   o = o or {}
@@ -12,6 +13,12 @@ local function call(emu, base, o)
     form = { { "url", emu.image } },
     cacert = o.cacert, http2 = o.http2, timeout = 10,
   })
+end
+
+-- The emulator runs inside nginx (LuaJIT): its specs run once per make test.
+if not util.nginx_only_here() then
+  describe("emulator over HTTPS", function() pending(util.NGINX_ONLY) end)
+  return
 end
 
 describe("emulator over HTTPS", function()
