@@ -504,16 +504,9 @@ function Engine:perform(req, on_send)
   if self.closed then error("attempt to use a closed aliocr engine", 2) end
   local started = now()
   local deadline = started + (req.timeout_ms or 300000) / 1000
-  local sent_hook = on_send
-  local function once_hook()
-    if sent_hook then
-      local f = sent_hook
-      sent_hook = nil
-      f()
-    end
-  end
-  local r = self:_once(req, deadline, false, on_send and once_hook)
-  if r.stale then r = self:_once(req, deadline, true, on_send and once_hook) end
+  local r = self:_once(req, deadline, false, on_send)
+  -- A stale connection is found only by the send, after on_send ran.
+  if r.stale then r = self:_once(req, deadline, true, nil) end
   r.stale = nil
   r.elapsed = now() - started
   return r
