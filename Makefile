@@ -125,7 +125,7 @@ FUZZ_HARNESSES = build/fuzz/response_fuzz build/fuzz/sign_fuzz build/fuzz/http_f
 build/fuzz/%: fuzz/%.c fuzz/harness.h $(SOURCES) $(HEADERS)
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I src \
-	  $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) -o $@ $< src/core.c src/credentials.c src/http.c \
+	  $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) -o $@ $< $(SOURCES) \
 	  $(shell pkg-config --libs lua5.4) $(CURL_LIBS)
 
 fuzz: all
@@ -166,9 +166,10 @@ lint: bootstrap
 
 install: all
 	@test -n "$(INSTALL_CORE)" || { echo "make install: LUA_VERSION must be 5.4, 5.3 or 5.1 (or use install-luajit)" >&2; exit 2; }
-	install -d $(DESTDIR)$(LUADIR)/aliocr $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
+	install -d $(DESTDIR)$(LUADIR)/aliocr/client $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 644 lua/aliocr.lua $(DESTDIR)$(LUADIR)/aliocr.lua
 	install -m 644 $(wildcard lua/aliocr/*.lua) $(DESTDIR)$(LUADIR)/aliocr/
+	install -m 644 $(wildcard lua/aliocr/client/*.lua) $(DESTDIR)$(LUADIR)/aliocr/client/
 	install -m 755 $(INSTALL_CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
 	install -m 755 bin/aliocr $(DESTDIR)$(BINDIR)/aliocr
 	install -m 755 bin/aliocr-emulator $(DESTDIR)$(BINDIR)/aliocr-emulator

@@ -1,6 +1,7 @@
 -- Result building: from the body of an answer to the result a caller gets,
 -- for a handwriting answer of LINES lines. aliocr's path after a transfer
--- (the C engine's decode: lua-cjson, then whole numbers made integers; then
+-- (the core's decode: the client's lua-cjson decoder, then whole numbers
+-- made integers, as both transports decode; then
 -- errors.classify and result.build, as client.lua does) against
 -- cjson.decode alone. Rounds interleaved; prints
 -- the median seconds of each: "aliocr S cjson S".
@@ -16,7 +17,10 @@ local result = require("aliocr.result")
 local errors = require("aliocr.errors")
 local core = require("aliocr.core")
 local clock = core.monotonic
-local engine = core.engine()
+local decoder = require("cjson").new()
+decoder.decode_max_depth(64)
+decoder.decode_invalid_numbers(false)
+local decode = decoder.decode
 
 local items = {}
 for i = 1, lines do
@@ -27,8 +31,7 @@ local body = '{"ok":1,"msg":"查询成功","data":[' .. table.concat(items, ",")
 local headers = { ["x-ca-request-id"] = "5C8A1B2E-0000-4000-8000-000000000000", ["content-type"] = "application/json" }
 
 local function aliocr_path()
-  local response = { status = 200, headers = headers, json = engine:decode(body), integers = true }
-  if not response.integers then result.normalize(response.json) end
+  local response = { status = 200, headers = headers, json = core.decode_json(decode, body) }
   assert(errors.classify(response) == nil)
   local res = result.build(response.json, response)
   assert(#res.lines == lines)

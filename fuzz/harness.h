@@ -2,7 +2,7 @@
  * What the libFuzzer harnesses share: a Lua state with the source tree's Lua
  * layer on package.path (the harnesses run from the repository's root) and
  * aliocr.core preloaded from the harness's own build, and a checking
- * function made from Lua source. Included after ../src/engine.c.
+ * function made from Lua source.
  */
 #ifndef ALIOCR_FUZZ_HARNESS_H
 #define ALIOCR_FUZZ_HARNESS_H

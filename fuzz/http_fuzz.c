@@ -6,14 +6,13 @@
  * after it make the connection one not to keep), each then told the
  * connection closed. A crash, a
  * sanitizer report, a body over the cap, or two readers that disagree (on
- * the outcome, the status, the headers or the body) is a finding. The
- * engine is included only for the core to link.
+ * the outcome, the status, the headers or the body) is a finding.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../src/engine.c"
+#include "../src/aliocr.h"
 #include "harness.h"
 
 static lua_State *L;

@@ -1,16 +1,18 @@
 /*
- * libFuzzer harness: the request builder and the signer's inputs. The input
- * is split at NUL bytes into an AppKey, an AppSecret, a path and parameter
- * keys and values. They go through the C credentials (checks, HMAC-SHA256 or
- * HMAC-SHA1 by OpenSSL), the Lua string-to-sign and form encoding
- * (aliocr.signing), and the C form encoder of the prepared calls
- * (append_escaped). Misuse raising a Lua error is expected (a credential
- * with CR or LF, say); a crash, a sanitizer report, a signature of the wrong
- * size or an encoding with a reserved byte left is a finding.
+ * libFuzzer harness: the request builder (src/request.c) on any input. The
+ * input is split at NUL bytes into an AppKey (or, with flag 2, an AppCode),
+ * an AppSecret, a path, an image URL and parameter keys and values. They go
+ * through core.config (its guards: a credential with CR or LF is refused,
+ * which is expected) and config:request (the form encoding, the header
+ * lines, the string-to-sign and the HMAC by OpenSSL). A crash, a sanitizer
+ * report, a signature of the wrong size, a form with a reserved byte left, a
+ * header line with CR or LF, or a secret in tostring is a finding.
  */
-#include "../src/engine.c"
-
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../src/aliocr.h"
 
 #include "harness.h"
 
@@ -19,23 +21,30 @@ static int check_ref;
 
 static const char check_lua[] =
     "local core = require('aliocr.core')\n"
-    "local signing = require('aliocr.signing')\n"
-    "return function(sha1, key, secret, path, ...)\n"
-    "  local ok, cred = pcall(core.credentials, { app_key = key, app_secret = secret,\n"
-    "    signature_method = sha1 and 'HmacSHA1' or 'HmacSHA256' })\n"
+    "return function(flags, key, secret, path, image, ...)\n"
+    "  local sha1, appcode, get = flags % 2 == 1, flags % 4 >= 2, flags % 8 >= 4\n"
+    "  local ok, config = pcall(core.config, {\n"
+    "    appcode = appcode and key or nil, app_key = not appcode and key or nil,\n"
+    "    app_secret = not appcode and secret or nil, signature_method = sha1 and 'HmacSHA1' or 'HmacSHA256',\n"
+    "    urls = { advanced = 'http://h/' .. path }, connect_timeout_ms = 1000, max_bytes = 1000 })\n"
     "  if not ok then return end\n"
-    "  local params, n = {}, select('#', ...)\n"
-    "  for i = 1, n, 2 do params[#params + 1] = { (select(i, ...)), (select(i + 1, ...)) or '' } end\n"
-    "  local sts = signing.string_to_sign({ method = 'POST', accept = 'application/json',\n"
-    "    content_type = 'application/x-www-form-urlencoded; charset=UTF-8',\n"
-    "    headers = { { 'X-Ca-Key', key }, { 'X-Ca-Nonce', core.uuid() } }, path = '/' .. path, params = params })\n"
-    "  local sig = cred:sign(sts)\n"
-    "  assert(#sig == (sha1 and 28 or 44), 'a signature of the wrong size')\n"
-    "  local form = signing.form(params)\n"
-    "  assert(not form:find('[^%w%-%._~%%=&]'), 'a reserved byte left in the form')\n"
-    "  assert(tostring(cred) == 'aliocr.Credentials (AppKey ' .. key .. ', secret redacted)',\n"
-    "    'tostring of the credentials is not the redacted form')\n"
-    "  cred:close()\n"
+    "  local params = { ... }\n"
+    "  if #params % 2 == 1 then params[#params + 1] = '' end\n"
+    "  local url, headers, body, sts = config:request('advanced', image, params, get and 'GET' or 'POST')\n"
+    "  local form = get and url:match('%?([^?]*)$') or body\n"
+    "  assert(form and not form:find('[^%w%-%._~%%=&]'), 'a reserved byte left in the form')\n"
+    "  for _, h in ipairs(headers) do assert(not h:find('[\\r\\n]'), 'CR or LF in a header line') end\n"
+    "  if appcode then\n"
+    "    assert(headers[#headers] == 'Authorization: APPCODE ' .. key, 'the Authorization line')\n"
+    "    assert(tostring(config) == 'aliocr.Config (AppCode, redacted)', 'tostring is not the redacted form')\n"
+    "  else\n"
+    "    local sig = headers[#headers]:match('^X%-Ca%-Signature: (.*)$')\n"
+    "    assert(sig and #sig == (sha1 and 28 or 44), 'a signature of the wrong size')\n"
+    "    assert(type(sts) == 'string', 'no string-to-sign')\n"
+    "    assert(tostring(config) == 'aliocr.Config (AppKey ' .. key .. ', secret redacted)',\n"
+    "      'tostring of the configuration is not the redacted form')\n"
+    "  end\n"
+    "  config:close()\n"
     "end\n";
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -49,25 +58,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    buffer enc = { NULL, 0, 0 };
     size_t i, start = 0;
     int nargs = 1;
     if (size < 1)
         return 0;
-    /* The C form encoder: only unreserved bytes and %XX come out. */
-    if (append_escaped(&enc, (const char *)data, size) != 0)
-        abort();
-    for (i = 0; i < enc.len; i++) {
-        unsigned char c = (unsigned char)enc.data[i];
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '-' || c == '.' || c == '_' || c == '~' || c == '%';
-        if (!ok)
-            abort();
-    }
-    buffer_free(&enc);
-
     lua_rawgeti(L, LUA_REGISTRYINDEX, check_ref);
-    lua_pushboolean(L, data[0] & 1);
+    lua_pushinteger(L, data[0] & 7);
     data++;
     size--;
     for (i = 0; i <= size && nargs < 40; i++) {
@@ -77,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             start = i + 1;
         }
     }
-    while (nargs < 4) {        /* key, secret and path at least */
+    while (nargs < 5) {        /* key, secret, path and image at least */
         lua_pushliteral(L, "k");
         nargs++;
     }

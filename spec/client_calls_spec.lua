@@ -1,5 +1,5 @@
--- The client's calls end to end against the emulator: request signing (the
--- reference's vectors, section 2.7), results of both interfaces over POST and
+-- The client's calls end to end against the emulator (the request signing
+-- vectors are spec/unit/request_spec.lua's): results of both interfaces over POST and
 -- GET, both auth modes, image URLs and extra parameters that must arrive
 -- byte for byte, configuration from options and the environment with its
 -- precedence, and misuse that must raise at once, at the caller's line,
@@ -9,24 +9,11 @@ local sh = require("helpers.sh")
 local sign = require("helpers.sign")
 local cjson = require("cjson")
 local aliocr = require("aliocr")
-local core = require("aliocr.core")
-local signing = require("aliocr.signing")
 local util = require("helpers.util")
 local slow = util.slow
 local header, NOTHING_LEFT = util.header, util.NOTHING_LEFT
 
 local SPEC_SRC = debug.getinfo(1, "S").short_src
-
--- The reference's self-computed vectors (aliyun-gateway.md 2.7).
-local V_KEY, V_SECRET = "203753385", "test-secret"
-local V_POST = "POST\napplication/json; charset=utf-8\n\napplication/x-www-form-urlencoded; charset=utf-8\n" ..
-  "Wed, 09 May 2018 13:30:29 GMT+00:00\nx-ca-key:203753385\n" ..
-  "x-ca-nonce:c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44\nx-ca-signature-method:HmacSHA256\n" ..
-  "x-ca-timestamp:1525872629832\n/http2test/test?param1=test&password=123456789&username=xiaoming"
-local V_POST_SHA256 = "Q8LZfTTkKR9U1tchKMNBhwcGk7gVc9LBfVfFDkPOPdc="
-local V_POST_SHA1 = "VFBIc177oanJ8ve1s/EqaCUFpn0="
-local V_GET = "GET\napplication/json\n\n\n\nX-Ca-Key:203753385\nX-Ca-Timestamp:1525872629832\n/ocrservice/advanced"
-local V_GET_SHA256 = "KX+7lekdMo4p9/EXfGsU7UvekWk6kzxS3mi4f0ZLqFc="
 
 -- What the emulator's canned backend answers (the API guide's examples).
 local SEED_TEXT = "冰心散文精选自从太平洋舟中，银花世界之夜以后，再不曾见有团圆*****到了酣畅处，自己觉得是个羽"
@@ -85,114 +72,6 @@ local function env_has_aliocr()
 end
 
 --------------------------------------------------------------------------------
-
-describe("signing", function()
-  local function vector_parts(sig_method_header)
-    return {
-      method = "post",
-      accept = "application/json; charset=utf-8",
-      content_type = "application/x-www-form-urlencoded; charset=utf-8",
-      date = "Wed, 09 May 2018 13:30:29 GMT+00:00",
-      -- in no particular order: string_to_sign sorts them
-      headers = {
-        { "x-ca-timestamp", "1525872629832" },
-        { "x-ca-signature-method", sig_method_header or "HmacSHA256" },
-        { "x-ca-key", "203753385" },
-        { "x-ca-nonce", "c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44" },
-      },
-      path = "/http2test/test",
-      -- the query and the form body, merged: sorted by string_to_sign
-      params = { { "username", "xiaoming" }, { "param1", "test" }, { "password", "123456789" } },
-    }
-  end
-
-  it("string_to_sign rebuilds the reference's POST vector from its parts", function()
-    assert.equal(V_POST, signing.string_to_sign(vector_parts()))
-  end)
-
-  it("string_to_sign rebuilds the reference's GET vector (empty lines, no parameters)", function()
-    assert.equal(V_GET, signing.string_to_sign({
-      method = "GET", accept = "application/json",
-      headers = { { "X-Ca-Timestamp", "1525872629832" }, { "X-Ca-Key", "203753385" } },
-      path = "/ocrservice/advanced",
-    }))
-  end)
-
-  it("signs raw values, the first of a repeated key, a bare key when empty, and keeps 0 and false", function()
-    assert.equal("/p?a=x y&%=1&b&c=0&d=false&e=中文",
-      signing.path_and_parameters("/p", {
-        { "e", "中文" }, { "d", "false" }, { "c", "0" }, { "b", "" }, { "a", "x y&%=1" }, { "a", "second" },
-      }))
-    assert.equal("/p", signing.path_and_parameters("/p", {}))
-    assert.equal("/p", signing.path_and_parameters("/p"))
-  end)
-
-  it("credentials:sign gives the reference's HmacSHA256 vectors", function()
-    local cred = core.credentials({ app_key = V_KEY, app_secret = V_SECRET })
-    assert.equal("signature", cred:mode())
-    assert.equal("HmacSHA256", cred:signature_method())
-    assert.equal(V_POST_SHA256, cred:sign(V_POST))
-    assert.equal(V_GET_SHA256, cred:sign(V_GET))
-    assert.equal(V_POST_SHA256, cred:sign(signing.string_to_sign(vector_parts())))
-    cred:close()
-  end)
-
-  it("credentials:sign gives the reference's HmacSHA1 vector", function()
-    local cred = core.credentials({ app_key = V_KEY, app_secret = V_SECRET, signature_method = "HmacSHA1" })
-    assert.equal("HmacSHA1", cred:signature_method())
-    assert.equal(V_POST_SHA1, cred:sign(V_POST))
-    cred:close()
-  end)
-
-  it("credentials keep the secret out of tostring, and refuse to sign once closed", function()
-    local cred = core.credentials({ app_key = V_KEY, app_secret = V_SECRET })
-    local s = tostring(cred)
-    assert.is_nil(s:find(V_SECRET, 1, true))
-    assert.truthy(s:find(V_KEY, 1, true))
-    cred:close()
-    assert.has_error(function() cred:sign("x") end)
-    local code = core.credentials({ appcode = "secret-appcode" })
-    assert.is_nil(tostring(code):find("secret-appcode", 1, true))
-    assert.has_error(function() code:sign("x") end)
-    code:close()
-  end)
-
-  it("escape percent-encodes every byte but the unreserved characters, in upper-case hex", function()
-    for b = 0, 255 do
-      local c = string.char(b)
-      local unreserved = c:find("^[A-Za-z0-9]$") or c == "-" or c == "." or c == "_" or c == "~"
-      local want = unreserved and c or string.format("%%%02X", b)
-      assert.equal(want, signing.escape(c), "byte " .. b)
-    end
-    assert.equal("a%20b%2Bc%26d%3De%25f%2Fg%3Fh%23i%E4%B8%AD", signing.escape("a b+c&d=e%f/g?h#i中"))
-    assert.equal("AZaz09-._~", signing.escape("AZaz09-._~"))
-  end)
-
-  it("form joins escaped keys and values in the given order", function()
-    assert.equal("url=http%3A%2F%2Fh%2Fa%3Fb%3D1%26c%3D2&a%20b=%2B&e=",
-      signing.form({ { "url", "http://h/a?b=1&c=2" }, { "a b", "+" }, { "e", "" } }))
-    assert.equal("", signing.form({}))
-  end)
-
-  it("md5_base64 of known inputs", function()
-    assert.equal("1B2M2Y8AsgTpgAmY7PhCfg==", core.md5_base64(""))
-    assert.equal("kAFQmDzST7DWlj99KOF/cg==", core.md5_base64("abc"))
-    assert.equal("nhB9nTcrtoJr2B01QqQZ1g==", core.md5_base64("The quick brown fox jumps over the lazy dog"))
-    assert.equal("p7rCI5/NyzoGeQPYB3xKBw==", core.md5_base64("中文"))
-    assert.equal("cDUPYCe843E/a3ZHMIQwmw==", core.md5_base64("a\0b"))
-    assert.equal(sign.md5("url=x&show=1"), core.md5_base64("url=x&show=1"))
-  end)
-
-  it("uuid is a version 4 UUID, different on every call", function()
-    local seen = {}
-    for _ = 1, 200 do
-      local u = core.uuid()
-      assert.matches(UUID_V4, u)
-      assert.is_nil(seen[u], "repeated uuid " .. u)
-      seen[u] = true
-    end
-  end)
-end)
 
 --------------------------------------------------------------------------------
 

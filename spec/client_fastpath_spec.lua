@@ -1,8 +1,9 @@
--- The prepared calls: a blocking call with no options, from a client with
--- no jobs, runs on a request the C engine prepared once (engine:profile,
--- engine:call). It must be indistinguishable from the general path: the
--- same request on the wire, the same results and errors, billing, retries
--- and statistics, one shared connection, and nothing left after close.
+-- One call path: a blocking call with no options, with options, in either
+-- auth mode, with jobs pending or not, goes the same way (the request built
+-- in C from the client's configuration, src/request.c, on a kept job of the
+-- engine): the same request on the wire, the same results and errors,
+-- billing, retries and statistics, one shared connection. And the engine's
+-- response holds only the transport contract's fields (src/response.c).
 local aliocr = require("aliocr")
 local core = require("aliocr.core")
 local emulator = require("helpers.emulator")
@@ -19,7 +20,7 @@ local function stable(v)
   return t
 end
 
-describe("prepared calls", function()
+describe("one call path", function()
   local emu
 
   setup(function()
@@ -32,8 +33,8 @@ describe("prepared calls", function()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, retries = 0 })
     local image = emu.image .. "?a=1&b=%20x"
     for _, kind in ipairs({ "recognize", "handwriting" }) do
-      local fast = assert(client[kind](client, image))          -- prepared
-      local general = assert(client[kind](client, image, {}))   -- options: the general path
+      local fast = assert(client[kind](client, image))          -- no options
+      local general = assert(client[kind](client, image, {}))   -- options
       assert.same(stable(general), stable(fast))
     end
     local log = emu:requests()
@@ -48,7 +49,7 @@ describe("prepared calls", function()
     end
     assert.equal("url=" .. image:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end),
       log[1].body)
-    -- One connection for both paths.
+    -- One connection for all.
     assert.equal(1, emu:connections().accepted)
     assert.same({ requests = 4, attempts = 4, billed = 4, not_billed = 0, unknown = 0, errors = {} }, client:stats())
     client:close()
@@ -99,23 +100,27 @@ describe("prepared calls", function()
     bad:close()
   end)
 
-  it("are not used in signature mode, with options, or while jobs are pending", function()
+  it("signature mode, options and pending jobs change nothing but what they must", function()
     local signed = aliocr.new({ app_key = "k1", app_secret = "s1", endpoint = emu.endpoint, retries = 0 })
     assert(signed:recognize(emu.image))
-    assert.is_false(signed._profiles.recognize)
+    assert(signed:recognize(emu.image, {}))
     signed:close()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, retries = 0 })
     assert(client:recognize(emu.image, { show = 1 }))
-    assert.is_nil(client._profiles.recognize)
     local done
     client:submit("recognize", emu.image, nil, function(r) done = r end)
     assert(client:recognize(emu.image))         -- the job goes out along with this call
-    assert.is_nil(client._profiles.recognize)
     client:wait()
     assert.equal(1, done.ok)
     assert(client:recognize(emu.image))
-    assert.is_number(client._profiles.recognize)
     client:close()
+    local log = emu:requests()
+    assert.equal(6, #log)
+    assert.equal("signature", log[1].auth)
+    assert.equal(log[1].body, log[2].body)
+    assert.equal(log[4].body, log[6].body)
+    assert.equal(log[4].body .. "&show=1", log[3].body)
+    for i = 3, 6 do assert.equal(header(log[4], "Authorization"), header(log[i], "Authorization")) end
   end)
 
   it("misuse raises the same messages", function()
@@ -130,28 +135,31 @@ describe("prepared calls", function()
     client:close()
   end)
 
-  it("on the engine: only what the client reads, and the body only when it is not JSON", function()
-    local e = core.engine()
-    local cred = core.credentials({ appcode = "demo" })
-    local id = e:profile({ url = emu.advanced, credentials = cred, headers = { "Accept: application/json" } })
-    local r = e:call(id, emu.image)
+  it("on the engine: only the contract's fields, and the body only when it is not JSON", function()
+    local config = core.config({ appcode = "demo", urls = { advanced = emu.advanced }, connect_timeout_ms = 3000,
+      max_bytes = 1e6 })
+    local e = core.engine(config, { decode = require("cjson").new().decode, max_connections = 4, idle_timeout = 10 })
+    local r = e:perform("advanced", emu.image, nil, nil, 10000)
+    local fields = { id = true, status = true, sent = true, too_large = true, headers = true, json = true }
+    for k in pairs(r) do assert.truthy(fields[k], k) end
     assert.equal(200, r.status)
     assert.is_table(r.json)
     assert.is_nil(r.body)
     assert.truthy(r.headers["x-ca-request-id"])
     for name in pairs(r.headers) do assert.truthy(name:find("^x%-ca%-"), name) end
     emu:fault({ mode = "not_json", body = "<html>", times = 1 })
-    r = e:call(id, emu.image)
+    r = e:perform("advanced", emu.image, nil, nil, 10000)
     assert.equal("<html>", r.body)
     assert.truthy(r.json_error)
     -- More parameters after the URL.
-    r = e:call(id, emu.image, "show=1")
+    r = e:perform("advanced", emu.image, { "show", "1" }, "POST", 10000)
     assert.equal("url=" .. emu.image:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end)
       .. "&show=1", emu:requests()[#emu:requests()].body)
     assert.is_table(r.json.data)
-    assert.has_error(function() e:call(9, emu.image) end, "no prepared call 9")
+    assert.error_matches(function() e:perform("handwriting", emu.image, nil, nil, 10000) end,
+      "no URL for interface 'handwriting'")
     e:close()
-    assert.has_error(function() e:call(id, emu.image) end)
-    cred:close()
+    assert.has_error(function() e:perform("advanced", emu.image, nil, nil, 10000) end)
+    config:close()
   end)
 end)

@@ -49,10 +49,6 @@ local function proc_status_kb(name)
 end
 
 
-local function form_escape(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
-
 local function set_of(list)
   local set = {}
   for _, v in ipairs(list) do set[v] = true end
@@ -506,10 +502,9 @@ describe("client limits and protocol", function()
     end
   end)
 
-  it("takes http and https only: image URLs are checked, the engine refuses other schemes", function()
+  it("takes http and https only: image URLs are checked, the core refuses other schemes", function()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint })
-    local engine = core.engine()
-    finally(function() client:close(); engine:close() end)
+    finally(function() client:close() end)
     local bad_images = { "ftp://127.0.0.1/a.png", "file:///etc/passwd", "gopher://127.0.0.1/a", "127.0.0.1/a.png" }
     for _, bad in ipairs(bad_images) do
       assert.has_error(function() client:recognize(bad) end)
@@ -518,13 +513,11 @@ describe("client limits and protocol", function()
     assert.has_error(function() aliocr.new({ appcode = "demo", endpoint = "ftp://127.0.0.1" }) end)
     assert.has_error(function() aliocr.new({ appcode = "demo", urls = { advanced = "file:///x" } }) end)
     for _, bad in ipairs({ "ftp://x", "file:///etc/passwd", "dict://127.0.0.1/" }) do
-      local ok, msg = pcall(engine.perform, engine, { url = bad })
+      local ok, msg = pcall(core.config, { appcode = "demo", urls = { advanced = bad }, connect_timeout_ms = 1000,
+        max_bytes = 1000 })
       assert.is_false(ok)
       assert.matches("http", tostring(msg))
-      ok = pcall(engine.add, engine, { url = bad })
-      assert.is_false(ok)
     end
-    assert.equal(0, engine:pending())
     assert.same({}, emu:requests())
   end)
 end)
@@ -669,14 +662,14 @@ describe("client and engine lifetime", function()
   describe("the C engine", function()
     local cred
 
-    local function request(o)
-      local r = {
-        url = emu.advanced, credentials = cred, body = "url=" .. form_escape(emu.image),
-        headers = { "Content-Type: application/x-www-form-urlencoded; charset=UTF-8" },
-        timeout_ms = 10000,
-      }
-      for k, v in pairs(o or {}) do r[k] = v end
-      return r
+    --- The arguments of a call of interface `api` (advanced by default).
+    local function request(api)
+      return api or "advanced", emu.image, nil, "POST", 10000
+    end
+
+    local function new_engine(config)
+      return core.engine(config or cred, { decode = require("cjson").new().decode, max_connections = 16,
+        idle_timeout = 10 })
     end
 
     --- Runs the engine until nothing is pending (at most `limit` seconds);
@@ -691,14 +684,15 @@ describe("client and engine lifetime", function()
     end
 
     before_each(function()
-      cred = core.credentials({ appcode = "demo" })
+      cred = core.config({ appcode = "demo", urls = { advanced = emu.advanced, handwriting = emu.handwriting },
+        connect_timeout_ms = 3000, max_bytes = 1e6 })
       emu:settings({ latency_ms = 500 })
     end)
 
     after_each(function() cred:close() end)
 
     it("runs two requests at once; run(0) never blocks; run collects both with their ids", function()
-      local engine = core.engine()
+      local engine = new_engine()
       finally(function() engine:close() end)
       local a = engine:add(request())
       local b = engine:add(request())
@@ -725,7 +719,7 @@ describe("client and engine lifetime", function()
         assert.is_true(r.sent)
         assert.equal(1, r.json.ok)
         assert.truthy(r.headers["x-ca-request-id"])
-        assert.is_nil(r.curl_code)
+        assert.is_nil(r.error)
       end
       -- Both took 500 ms, side by side rather than one after the other.
       assert.is_true(total >= 0.45 and total < slow(0.95), "both took " .. total .. " s")
@@ -736,7 +730,7 @@ describe("client and engine lifetime", function()
     end)
 
     it("cancels a request under way: true once, and it never comes out of run", function()
-      local engine = core.engine()
+      local engine = new_engine()
       finally(function() engine:close() end)
       local c = engine:add(request())
       local d = engine:add(request())
@@ -754,7 +748,7 @@ describe("client and engine lifetime", function()
     end)
 
     it("performs one request while others wait for run", function()
-      local engine = core.engine()
+      local engine = new_engine()
       finally(function() engine:close() end)
       local g = engine:add(request())
       local r = engine:perform(request())
@@ -768,9 +762,9 @@ describe("client and engine lifetime", function()
     it("hands over, instead of dropping, a finished transfer that run has not collected yet", function()
       emu:settings({ latency_ms = 0 })
       emu:fault({ mode = "latency", ms = 600, api = "advanced" })
-      local engine = core.engine()
+      local engine = new_engine()
       finally(function() engine:close() end)
-      local quick = engine:add(request({ url = emu.handwriting }))
+      local quick = engine:add(request("handwriting"))
       local r = engine:perform(request()) -- 600 ms: the quick one finishes meanwhile
       assert.equal(200, r.status)
       assert.equal(1, engine:pending()) -- finished, not collected
@@ -792,9 +786,9 @@ describe("client and engine lifetime", function()
     it("does not spin while waiting in perform when another finished transfer waits for run", function()
       emu:settings({ latency_ms = 0 })
       emu:fault({ mode = "latency", ms = 600, api = "advanced" })
-      local engine = core.engine()
+      local engine = new_engine()
       finally(function() engine:close() end)
-      local quick = engine:add(request({ url = emu.handwriting }))
+      local quick = engine:add(request("handwriting"))
       local cpu, wall = os.clock(), now()
       local r = engine:perform(request())
       cpu, wall = os.clock() - cpu, now() - wall
@@ -807,7 +801,7 @@ describe("client and engine lifetime", function()
     end)
 
     it("closes twice, raises on use after close, and is collected with transfers under way", function()
-      local engine = core.engine()
+      local engine = new_engine()
       engine:add(request())
       engine:close()
       engine:close()
@@ -818,7 +812,7 @@ describe("client and engine lifetime", function()
       assert.error_matches(function() engine:perform(request()) end, "closed")
       assert.error_matches(function() engine:cancel(1) end, "closed")
       do
-        local dropped = core.engine()
+        local dropped = new_engine()
         dropped:add(request())
         dropped:run(0)
       end
@@ -826,22 +820,23 @@ describe("client and engine lifetime", function()
       collectgarbage("collect")
       -- A to-be-closed engine (Lua 5.4 syntax, compiled only there).
       if _VERSION == "Lua 5.4" then
-        local kept = assert(load("local core = ... local kept do local e <close> = core.engine() kept = e end " ..
-          "return kept"))(core)
+        local kept = assert(load("local new_engine = ... local kept do local e <close> = new_engine() kept = e end " ..
+          "return kept"))(new_engine)
         assert.matches("closed", tostring(kept))
       end
     end)
 
     it("refuses closed credentials", function()
-      local own = core.credentials({ appcode = "demo" })
+      local own = core.config({ appcode = "demo", urls = { advanced = emu.advanced }, connect_timeout_ms = 3000,
+        max_bytes = 1e6 })
       assert.equal("appcode", own:mode())
+      local engine = new_engine(own)
+      finally(function() engine:close() end)
       own:close()
       own:close()
       assert.matches("closed", tostring(own))
       assert.error_matches(function() own:mode() end, "closed")
-      local engine = core.engine()
-      finally(function() engine:close() end)
-      assert.error_matches(function() engine:add(request({ credentials = own })) end, "closed")
+      assert.error_matches(function() engine:add(request()) end, "closed")
       assert.equal(0, engine:pending())
     end)
   end)

@@ -1,7 +1,7 @@
 -- Every public function, option and field in the code is documented, both
 -- in README.md and in the API reference LDoc makes from the code's comments
 -- (`make docs`). The names are taken from the code itself: the module's and
--- the classes' functions, the option tables of client.lua, the fields of
+-- the classes' functions, the option tables of aliocr.options, the fields of
 -- real results, errors, stats, summaries and jobs, and `bin/aliocr --help`.
 local aliocr = require("aliocr")
 local Client = require("aliocr.client")
@@ -11,13 +11,11 @@ local util = require("helpers.util")
 
 local readme = sh.read_all("README.md")
 
--- The keys of a `local NAME = { key = ..., ... }` table in client.lua.
+-- The names of an option table of aliocr.options (OPTIONS, CALL_OPTIONS,
+-- BATCH_OPTIONS), sorted.
 local function option_table(name)
-  local src = sh.read_all("lua/aliocr/client.lua")
-  local body = src:match("\nlocal " .. name .. " = (%b{})")
-  assert(body, name .. " not found in client.lua")
   local keys = {}
-  for k in body:gmatch("([%a_][%w_]*)%s*=") do keys[#keys + 1] = k end
+  for k in pairs(require("aliocr.options")[name]) do keys[#keys + 1] = k end
   table.sort(keys)
   assert(#keys > 0, name .. " has no keys")
   return keys

@@ -10,17 +10,10 @@ local sign = require("helpers.sign")
 local util = require("helpers.util")
 
 -- The reference's self-computed vectors (2.7). Fixed test secrets only.
-local KEY, SECRET = "203753385", "test-secret"
-local NONCE = "c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44"
-local TS_2018 = "1525872629832"
-local V_POST = "POST\napplication/json; charset=utf-8\n\napplication/x-www-form-urlencoded; charset=utf-8\n" ..
-  "Wed, 09 May 2018 13:30:29 GMT+00:00\nx-ca-key:203753385\n" ..
-  "x-ca-nonce:c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44\nx-ca-signature-method:HmacSHA256\n" ..
-  "x-ca-timestamp:1525872629832\n/http2test/test?param1=test&password=123456789&username=xiaoming"
-local V_POST_SHA256 = "Q8LZfTTkKR9U1tchKMNBhwcGk7gVc9LBfVfFDkPOPdc="
-local V_POST_SHA1 = "VFBIc177oanJ8ve1s/EqaCUFpn0="
-local V_GET = "GET\napplication/json\n\n\n\nX-Ca-Key:203753385\nX-Ca-Timestamp:1525872629832\n/ocrservice/advanced"
-local V_GET_SHA256 = "KX+7lekdMo4p9/EXfGsU7UvekWk6kzxS3mi4f0ZLqFc="
+local V = sign.VECTORS
+local KEY, SECRET, NONCE, TS_2018 = V.key, V.secret, V.nonce, V.timestamp
+local V_POST, V_POST_SHA256, V_POST_SHA1, V_GET, V_GET_SHA256 = V.post, V.post_sha256, V.post_sha1, V.get,
+  V.get_sha256
 
 local APPCODE = "good-code"
 local FORM = "application/x-www-form-urlencoded; charset=UTF-8"

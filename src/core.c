@@ -1,12 +1,12 @@
 /*
  * aliocr.core: the C core of aliocr.
  *
- * luaopen_aliocr_core builds the module table: the engine (HTTP transfers on
- * a libcurl multi handle, JSON bodies to tables by lua-cjson), credentials
- * (request signing with OpenSSL's libcrypto), the HTTP response reader of
- * the nginx transport (http.c), and a few helpers the Lua
+ * luaopen_aliocr_core builds the module table: the configuration of a client
+ * (config.c, its requests built by request.c), the engine (engine.c: calls
+ * on a libcurl multi handle), the HTTP response reader of the nginx
+ * transport (http.c), JSON decoding (json.c), and a few helpers the Lua
  * layer and the command line tool need from C: clocks, sleep, nonces, MD5,
- * isatty, and catching SIGINT.
+ * isatty, and catching SIGINT. See aliocr.h for the map of the files.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -92,14 +92,20 @@ static int core_monotonic(lua_State *L)
  * Milliseconds since the epoch (for X-Ca-Timestamp).
  * @function now_ms
  */
-static int core_now_ms(lua_State *L)
+double aliocr_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    long ms = ts.tv_nsec / 1000000;
+    return (double)ts.tv_sec * 1000 + (double)ms;
+}
+
+static int core_now_ms(lua_State *L)
+{
 #if LUA_VERSION_NUM >= 503
-    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + (lua_Integer)(ts.tv_nsec / 1000000));
+    lua_pushinteger(L, (lua_Integer)aliocr_now_ms());
 #else
-    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
+    lua_pushnumber(L, aliocr_now_ms());
 #endif
     return 1;
 }
@@ -167,26 +173,31 @@ static int core_interrupted(lua_State *L)
  * A random (version 4) UUID, from OpenSSL's RAND_bytes: the X-Ca-Nonce.
  * @function uuid
  */
-static int core_uuid(lua_State *L)
+int aliocr_uuid(char out[37])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
+    int i, k = 0;
     if (RAND_bytes(b, sizeof b) != 1)
-        return luaL_error(L, "RAND_bytes failed");
+        return -1;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    {
-        static const char hex[] = "0123456789abcdef";
-        char out[37];
-        int i, k = 0;
-        for (i = 0; i < 16; i++) {
-            if (i == 4 || i == 6 || i == 8 || i == 10)
-                out[k++] = '-';
-            out[k++] = hex[b[i] >> 4];
-            out[k++] = hex[b[i] & 15];
-        }
-        out[k] = '\0';
-        lua_pushstring(L, out);
+    for (i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[k++] = '-';
+        out[k++] = hex[b[i] >> 4];
+        out[k++] = hex[b[i] & 15];
     }
+    out[k] = '\0';
+    return 0;
+}
+
+static int core_uuid(lua_State *L)
+{
+    char out[37];
+    if (aliocr_uuid(out) != 0)
+        return luaL_error(L, "RAND_bytes failed");
+    lua_pushstring(L, out);
     return 1;
 }
 
@@ -242,7 +253,8 @@ ALIOCR_EXPORT int luaopen_aliocr_core(lua_State *L)
     }
     luaL_newlib(L, core_funcs);
     aliocr_engine_open(L);
-    aliocr_credentials_open(L);
+    aliocr_config_open(L);
+    aliocr_json_open(L);
     aliocr_http_open(L);
     lua_pushstring(L, "aliocr " ALIOCR_VERSION);
     lua_setfield(L, -2, "_VERSION");

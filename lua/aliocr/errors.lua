@@ -99,9 +99,10 @@ local http_retryable = { [429] = true, [500] = true, [502] = true, [503] = true,
 
 local function is_2xx(status) return status ~= nil and status >= 200 and status <= 299 end
 
---- Classifies an engine response that is not a success. Returns the fields
--- of an error (without attempts and elapsed), or nil when `r` is a success,
--- with its decoded body.
+--- Classifies a transport's response (the table both transports return:
+-- see src/response.c, and docs/development.md). Returns an error (without
+-- attempts and elapsed), or nil when `r` is a success, with its decoded
+-- body in `r.json`.
 function M.classify(r)
   local h = r.headers or {}
   local status = r.status ~= 0 and r.status or nil
@@ -123,7 +124,7 @@ function M.classify(r)
     return err
   end
 
-  if r.curl_code then
+  if r.error then
     -- No complete answer. Billing is known when a status line arrived (the
     -- gateway bills exactly the 2xx ones) or when nothing was sent at all;
     -- otherwise the request may have reached the gateway: unknown.
@@ -132,12 +133,12 @@ function M.classify(r)
     end
     -- TLS spoken to a plain HTTP port (an https:// URL with the port of an
     -- http:// one) is a configuration mistake: no retry mends it.
-    local misconfigured = r.curl_name == "SSL_CONNECT_ERROR" and type(r.curl_error) == "string"
-      and r.curl_error:find("wrong version number", 1, true) ~= nil
+    local misconfigured = r.error == "SSL_CONNECT_ERROR" and type(r.message) == "string"
+      and r.message:find("wrong version number", 1, true) ~= nil
     return M.new({
-      kind = r.curl_name == "OPERATION_TIMEDOUT" and "timeout" or "transport",
-      ok = 0, msg = r.curl_error, status = status, billed = billed, code = r.curl_name,
-      request_id = request_id, retryable = billed == false and not permanent[r.curl_name] and not misconfigured,
+      kind = r.error == "OPERATION_TIMEDOUT" and "timeout" or "transport",
+      ok = 0, msg = r.message, status = status, billed = billed, code = r.error,
+      request_id = request_id, retryable = billed == false and not permanent[r.error] and not misconfigured,
     })
   end
 

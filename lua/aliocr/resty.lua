@@ -1,10 +1,12 @@
 --- The transport inside nginx: HTTP/1.1 over nginx's non-blocking sockets
 -- (cosockets), so that a call yields to nginx's event loop instead of
--- blocking the worker. It answers with the same response table as the C
--- engine (status, headers, body, json, the libcurl error names), so results,
--- errors, billing and retries are decided by the same code.
+-- blocking the worker. The core builds its requests (config:request) and
+-- its response tables (reader:response: the transport contract of
+-- src/response.c, the same as the C engine's), so results, errors, billing
+-- and retries are decided by the same code. The fields a transport has are
+-- listed in lua/aliocr/curl.lua.
 -- @module aliocr.resty
-local M = {}
+local M = { name = "resty", light_threads = true, supports_jobs = false }
 
 local concat, lower, floor, max, min = table.concat, string.lower, math.floor, math.max, math.min
 
@@ -26,8 +28,12 @@ end
 --- Sleeps without blocking nginx's worker.
 function M.sleep(seconds) ngx.sleep(seconds) end
 
---- Whether nginx's worker is shutting down (a QUIT, or a HUP's old worker).
-function M.exiting() return ngx.worker.exiting() == true end
+--- Why nothing new is to start: nginx's worker is shutting down (a QUIT,
+-- or a HUP's old worker); nil while it serves.
+function M.exiting()
+  if ngx.worker.exiting() == true then return "nginx's worker is exiting" end
+  return nil
+end
 
 -- The most light threads one ngx.thread.wait is given (LuaJIT unpacks at
 -- most about 8000 values).
@@ -93,7 +99,7 @@ end
 
 --- Nil where nginx allows sockets; elsewhere the message of the refusal,
 -- naming the phase and the way out (the caller raises it, from its caller's line).
-function M.check_phase()
+function M.check_place()
   local phase = ngx.get_phase()
   if SOCKET_PHASES[phase] then return nil end
   local way
@@ -111,24 +117,15 @@ function M.check_phase()
   return "nginx does not allow sockets in the '" .. phase .. "' phase: " .. way
 end
 
--- libcurl's codes for the failures a cosocket can meet, so that an error
--- looks the same whatever the transport.
-local CODES = {
-  UNSUPPORTED_PROTOCOL = 1, COULDNT_RESOLVE_PROXY = 5, COULDNT_RESOLVE_HOST = 6, COULDNT_CONNECT = 7,
-  WEIRD_SERVER_REPLY = 8, PARTIAL_FILE = 18, OUT_OF_MEMORY = 27, OPERATION_TIMEDOUT = 28,
-  SSL_CONNECT_ERROR = 35, GOT_NOTHING = 52, SEND_ERROR = 55, RECV_ERROR = 56, PEER_FAILED_VERIFICATION = 60,
-  BAD_CONTENT_ENCODING = 61,
-}
-
-local function failure(r, name, msg)
-  r.curl_code, r.curl_name, r.curl_error = CODES[name], name, msg
-  return r
-end
+-- The response of an attempt that got no answer: failures are named as
+-- libcurl names them, so that an error looks the same whatever the
+-- transport (the response table is the core's: src/response.c).
+local transport_failure -- aliocr.core's, loaded with the first engine
 
 -- The bytes asked of the socket at a time.
 local PIECE = 65536
 
-local http_reader -- aliocr.core's, loaded with the first engine
+local http_reader -- aliocr.core's too
 
 -- Which location's TLS trust applies: nginx verifies a server's certificate
 -- with the lua_ssl_trusted_certificate (and lua_ssl_verify_depth) of the
@@ -164,17 +161,20 @@ end
 local Engine = {}
 Engine.__index = Engine
 
---- A new engine: `{ json_max_depth = 64, pool_size = 30, idle_timeout = 10 }`
--- (idle_timeout: the seconds a kept-alive connection stays in nginx's pool).
-function M.engine(opts)
-  http_reader = http_reader or require("aliocr.core").http_reader
-  local cjson = require("cjson").new()
-  cjson.decode_max_depth(opts.json_max_depth or 64)
-  cjson.decode_invalid_numbers(false)
+--- A new engine for a client's configuration (an aliocr.Config, which
+-- builds every request) and its settings (aliocr.options, all checked):
+-- `decode` (the JSON decoder), `concurrency` (the pool keeps at least 30
+-- connections, more for a higher concurrency), `idle_timeout` (the seconds
+-- a kept-alive connection stays in nginx's pool), `connect_timeout_ms`,
+-- `max_bytes`, `verify`, `ca_file`, `proxy`, `user_agent`.
+function M.engine(config, opts)
+  local core = require("aliocr.core")
+  http_reader, transport_failure = core.http_reader, core.transport_failure
   return setmetatable({
-    decode = cjson.decode,
-    pool_size = opts.pool_size or 30,
-    idle_ms = (opts.idle_timeout or 10) * 1000,
+    config = config,
+    settings = opts,
+    pool_size = max(30, opts.concurrency),
+    idle_ms = opts.idle_timeout * 1000,
   }, Engine)
 end
 
@@ -210,9 +210,10 @@ local function address(host)
   return host:find(":", 1, true) and ("[" .. host .. "]") or host
 end
 
---- Why the nginx transport cannot take a client's configuration, or nil.
--- `cfg`: `{ urls = { name = url }, proxy = url or nil, verify = boolean }`
--- (already checked by aliocr.url, as libcurl takes them).
+--- Why the nginx transport cannot take a client's settings, or nil.
+-- `cfg`: the client's settings (aliocr.options): `urls = { name = url }`,
+-- `proxy` (a URL or nil) and `verify` here, already checked by aliocr.url
+-- as libcurl takes them.
 function M.unsupported(cfg)
   if cfg.proxy then
     local scheme = parse_url(cfg.proxy)
@@ -235,6 +236,9 @@ function M.unsupported(cfg)
 end
 
 local function now() ngx.update_time() return ngx.now() end
+
+-- The method of a request: config:request gives a body to a POST only.
+local function body_method(req) return req.body and "POST" or "GET" end
 
 -- The milliseconds left before `deadline` (at least 1).
 local function left_ms(deadline) return max(1, floor((deadline - now()) * 1000)) end
@@ -326,25 +330,24 @@ local function proxy_authorization(userinfo)
   return "Basic " .. ngx.encode_base64(ngx.unescape_uri(user) .. ":" .. ngx.unescape_uri(password))
 end
 
--- One try on one connection. Returns the response; `stale` is set when a
--- kept-alive connection turned out to be dead while the request was being
--- written (the server closed it while idle), so that the gateway cannot have
--- received all of it: the caller tries once more on a new one. Once the
--- request went out, a connection that dies gives an error, never a resend.
--- `on_send` is called before the first byte of the request goes out.
+-- One try on one connection of the request `req` (url, headers, body:
+-- config:request's). Returns the response; or nil when a kept-alive
+-- connection turned out to be dead while the request was being written (the
+-- server closed it while idle), so that the gateway cannot have received all
+-- of it: the caller tries once more on a new one. Once the request went
+-- out, a connection that dies gives an error, never a resend. `on_send` is
+-- called before the first byte of the request goes out.
 function Engine:_once(req, deadline, fresh, on_send)
-  local r = { status = 0, headers = {}, body = "", sent = false, too_large = false, connects = 0 }
   local scheme, _, host, port, path = parse_url(req.url)
-  local verify = req.verify ~= false
+  local verify = self.settings.verify
   local proxy_userinfo, proxy_host, proxy_port
-  if req.proxy and req.proxy ~= "" then
-    local _
-    _, proxy_userinfo, proxy_host, proxy_port = parse_url(req.proxy)
+  if self.settings.proxy then
+    _, proxy_userinfo, proxy_host, proxy_port = parse_url(self.settings.proxy)
   end
   local tls = scheme == "https"
 
   local sock = ngx.socket.tcp()
-  local connect_ms = min(req.connect_timeout_ms or 300000, left_ms(deadline))
+  local connect_ms = min(self.settings.connect_timeout_ms, left_ms(deadline))
   set_deadline(sock, deadline, connect_ms)
   -- Connections are shared by every client of the worker with the same
   -- target, proxy and TLS trust (verified under the same location's, or
@@ -352,8 +355,8 @@ function Engine:_once(req, deadline, fresh, on_send)
   local scope = "plain"
   if tls then scope = verify and trust_scope() or "unverified" end
   local keep = scope ~= nil
-  local pool = concat({ scheme, host, port, verify and "v" or "n", scope or "once", req.ca_file or "",
-    req.proxy or "" }, "|")
+  local pool = concat({ scheme, host, port, verify and "v" or "n", scope or "once", self.settings.ca_file or "",
+    self.settings.proxy or "" }, "|")
   local connect_started = now()
   local ok, err = connect(sock, proxy_host or host, proxy_port or port,
     { pool = pool, pool_size = self.pool_size }, connect_ms)
@@ -363,10 +366,9 @@ function Engine:_once(req, deadline, fresh, on_send)
       msg = "resolving or connecting timed out after " .. connect_ms .. " ms"
     end
     if proxy_host and name == "COULDNT_RESOLVE_HOST" then name = "COULDNT_RESOLVE_PROXY" end
-    return failure(r, name, msg)
+    return transport_failure(name, msg, false)
   end
   local reused = (sock:getreusedtimes() or 0) > 0
-  r.connects = reused and 0 or 1
   local may_be_stale = reused and not fresh
 
   if tls and not reused then
@@ -387,12 +389,12 @@ function Engine:_once(req, deadline, fresh, on_send)
       if status ~= 200 then
         sock:close()
         if name == "OPERATION_TIMEDOUT" or (not ok and now() >= connect_deadline) then
-          return failure(r, "OPERATION_TIMEDOUT", "the proxy's answer to CONNECT timed out")
+          return transport_failure("OPERATION_TIMEDOUT", "the proxy's answer to CONNECT timed out")
         end
         if status == 407 then
-          return failure(r, "COULDNT_CONNECT", "the proxy refused the credentials (407)")
+          return transport_failure("COULDNT_CONNECT", "the proxy refused the credentials (407)")
         end
-        return failure(r, "COULDNT_CONNECT", "the proxy refused to tunnel to " .. target ..
+        return transport_failure("COULDNT_CONNECT", "the proxy refused to tunnel to " .. target ..
           (status and (" (" .. status .. ")") or ""))
       end
     end
@@ -411,15 +413,15 @@ function Engine:_once(req, deadline, fresh, on_send)
     end
     if not ok then
       sock:close()
-      if err == "timeout" then return failure(r, "OPERATION_TIMEDOUT", "the TLS handshake timed out") end
+      if err == "timeout" then return transport_failure("OPERATION_TIMEDOUT", "the TLS handshake timed out") end
       -- nginx words a failed verification "<X509 error number>: <reason>",
       -- or "certificate host mismatch".
       if err:find("^%d+: ") or err:find("certificate verify failed", 1, true) or
           err:find("host mismatch", 1, true) then
-        return failure(r, "PEER_FAILED_VERIFICATION",
+        return transport_failure("PEER_FAILED_VERIFICATION",
           "SSL certificate problem: " .. err .. " (nginx trusts the CAs of lua_ssl_trusted_certificate)")
       end
-      return failure(r, "SSL_CONNECT_ERROR", "TLS handshake failed: " .. err)
+      return transport_failure("SSL_CONNECT_ERROR", "TLS handshake failed: " .. err)
     end
   end
 
@@ -427,7 +429,7 @@ function Engine:_once(req, deadline, fresh, on_send)
   local target = path
   if proxy_host and not tls then target = scheme .. "://" .. address(host) .. ":" .. port .. path end
   local default_port = (tls and port == 443) or (not tls and port == 80)
-  local method = req.method or "POST"
+  local method = body_method(req)
   local lines = {
     method .. " " .. target .. " HTTP/1.1",
     "Host: " .. address(host) .. (default_port and "" or (":" .. port)),
@@ -435,16 +437,10 @@ function Engine:_once(req, deadline, fresh, on_send)
   if proxy_host and not tls and proxy_userinfo then
     lines[#lines + 1] = "Proxy-Authorization: " .. proxy_authorization(proxy_userinfo)
   end
-  if req.user_agent then lines[#lines + 1] = "User-Agent: " .. req.user_agent end
-  for _, h in ipairs(req.headers or {}) do lines[#lines + 1] = h end
-  if req.credentials and req.credentials:mode() == "appcode" then
-    lines[#lines + 1] = "Authorization: " .. req.credentials:authorization()
-  end
+  if self.settings.user_agent then lines[#lines + 1] = "User-Agent: " .. self.settings.user_agent end
+  for _, h in ipairs(req.headers) do lines[#lines + 1] = h end
   local body = req.body
-  if method == "POST" then
-    body = body or ""
-    lines[#lines + 1] = "Content-Length: " .. #body
-  end
+  if method == "POST" then lines[#lines + 1] = "Content-Length: " .. #body end
   lines[#lines + 1] = ""
   lines[#lines + 1] = body or ""
 
@@ -454,62 +450,50 @@ function Engine:_once(req, deadline, fresh, on_send)
   bytes, err = sock:send(concat(lines, "\r\n"))
   if not bytes then
     sock:close()
-    if may_be_stale and err == "closed" then r.stale = true return r end
-    r.sent = true
-    return failure(r, err == "timeout" and "OPERATION_TIMEDOUT" or "SEND_ERROR", "send failed: " .. err)
+    if may_be_stale and err == "closed" then return nil end
+    return transport_failure(err == "timeout" and "OPERATION_TIMEDOUT" or "SEND_ERROR", "send failed: " .. err, true)
   end
-  r.sent = true
 
   -- The answer.
-  local reader = http_reader(req.max_bytes or 16 * 1024 * 1024)
+  local reader = http_reader(self.settings.max_bytes)
   local done, name, msg = read_answer(sock, reader, deadline)
-  local status, headers = reader:head()
-  if status then r.status, r.headers = status, headers end
-  if not done then
-    sock:close()
-    r.body = reader:body()
-    reader:free()
-    if name == "too_large" then
-      r.too_large = true
-      return r
+  local r
+  if done then
+    if keep and reader:keepalive() then
+      sock:setkeepalive(self.idle_ms, self.pool_size)
+    else
+      sock:close()
     end
-    if may_be_stale and not reader:got_any() and (name == "GOT_NOTHING" or msg:find("reset", 1, true)) then
+    r = reader:response(self.settings.decode, true)
+  else
+    sock:close()
+    if name == "too_large" then
+      r = reader:response(self.settings.decode, true)
+    elseif may_be_stale and not reader:got_any() and (name == "GOT_NOTHING" or msg:find("reset", 1, true)) then
       -- The whole request went out: the gateway may have received it and
       -- billed it, so it is not sent again (the C engine refuses libcurl's
       -- resend in the same case).
-      return failure(r, "GOT_NOTHING", "the kept-alive connection closed before any byte of the answer; " ..
-        "the request was not sent again, since the gateway may have received it")
+      r = reader:response(self.settings.decode, true, nil, nil, true)
+    else
+      r = reader:response(self.settings.decode, true, name, msg)
     end
-    return failure(r, name, msg)
-  end
-  r.body = reader:body()
-  if keep and reader:keepalive() then
-    sock:setkeepalive(self.idle_ms, self.pool_size)
-  else
-    sock:close()
   end
   reader:free()
-
-  if req.decode ~= false and r.body ~= "" then
-    local okj, value = pcall(self.decode, r.body)
-    if okj then r.json = value else r.json_error = tostring(value) end
-  end
   return r
 end
 
---- One request: the response table of the C engine's `perform`.
--- `on_send`, when given, is called at most once, before the first byte of
--- the request goes out (after the connect and the TLS handshake).
-function Engine:perform(req, on_send)
+--- One call, as the C engine's `perform` makes it: `engine:perform(
+-- interface, image_url, params, method, timeout_ms[, on_send])`; returns
+-- the response table (the transport contract: src/response.c). `on_send`,
+-- when given, is called before the first byte of the request goes out
+-- (after the connect and the TLS handshake).
+function Engine:perform(api, image, params, method, timeout_ms, on_send)
   if self.closed then error("attempt to use a closed aliocr engine", 2) end
-  local started = now()
-  local deadline = started + (req.timeout_ms or 300000) / 1000
-  local r = self:_once(req, deadline, false, on_send)
+  local url, headers, body = self.config:request(api, image, params, method)
+  local req = { url = url, headers = headers, body = body }
+  local deadline = now() + timeout_ms / 1000
   -- A stale connection is found only by the send, after on_send ran.
-  if r.stale then r = self:_once(req, deadline, true, nil) end
-  r.stale = nil
-  r.elapsed = now() - started
-  return r
+  return self:_once(req, deadline, false, on_send) or self:_once(req, deadline, true, nil)
 end
 
 return M

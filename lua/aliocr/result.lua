@@ -4,25 +4,7 @@
 -- @module aliocr.result
 local M = {}
 
-local tointeger = math.tointeger -- nil before Lua 5.3: numbers stay as they are
 local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
-local floor, huge = math.floor, math.huge
-
---- Integral numbers become integers (Lua 5.3+: lua-cjson decodes every JSON
--- number as a float there, so 41 would print as 41.0). Changes `v` in place
--- and returns it.
-function M.normalize(v)
-  if tointeger and type(v) == "table" then
-    for k, x in pairs(v) do
-      if type(x) == "table" then
-        M.normalize(x)
-      elseif type(x) == "number" and x == floor(x) and x > -huge and x < huge then
-        v[k] = tointeger(x) or x
-      end
-    end
-  end
-  return v
-end
 
 local position_fields = { "top", "left", "width", "height" }
 

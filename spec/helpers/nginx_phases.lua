@@ -74,7 +74,7 @@ end
 -- at the first yield, so that only the first record is left.
 function M.ssl_probe(key, image)
   if M.results[key] then return end
-  M.results[key] = { phase = ngx.get_phase(), refused = require("aliocr.resty").check_phase() or false }
+  M.results[key] = { phase = ngx.get_phase(), refused = require("aliocr.resty").check_place() or false }
   ngx.sleep(0)
   M.results[key] = nil
   M.probe(key, image)

@@ -6,6 +6,22 @@ local sh = require("helpers.sh")
 
 local M = {}
 
+--- The reference's self-computed vectors (aliyun-gateway.md 2.7): a fixed
+-- test AppKey and secret, the strings-to-sign of a POST and a GET, and
+-- their signatures. Fixed test secrets only.
+M.VECTORS = {
+  key = "203753385", secret = "test-secret",
+  nonce = "c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44", timestamp = "1525872629832",
+  post = "POST\napplication/json; charset=utf-8\n\napplication/x-www-form-urlencoded; charset=utf-8\n" ..
+    "Wed, 09 May 2018 13:30:29 GMT+00:00\nx-ca-key:203753385\n" ..
+    "x-ca-nonce:c9f15cbf-f4ac-4a6c-b54d-f51abf4b5b44\nx-ca-signature-method:HmacSHA256\n" ..
+    "x-ca-timestamp:1525872629832\n/http2test/test?param1=test&password=123456789&username=xiaoming",
+  post_sha256 = "Q8LZfTTkKR9U1tchKMNBhwcGk7gVc9LBfVfFDkPOPdc=",
+  post_sha1 = "VFBIc177oanJ8ve1s/EqaCUFpn0=",
+  get = "GET\napplication/json\n\n\n\nX-Ca-Key:203753385\nX-Ca-Timestamp:1525872629832\n/ocrservice/advanced",
+  get_sha256 = "KX+7lekdMo4p9/EXfGsU7UvekWk6kzxS3mi4f0ZLqFc=",
+}
+
 local q = sh.q
 
 local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end

@@ -1,0 +1,48 @@
+--- The libcurl transport: calls on the C engine (src/engine.c), outside
+-- nginx. A transport is a module with these fields, which the client reads
+-- instead of asking which transport it has (the nginx one is
+-- lua/aliocr/resty.lua):
+--
+-- - `name`: `"curl"` or `"resty"`;
+-- - `light_threads`: calls run in light threads that interleave and can be
+--   cut off at any yield (so the client counts a call from its first send,
+--   and a batch runs as threads); false here;
+-- - `supports_jobs`: submit, poll and wait are available;
+-- - `unsupported(settings)`: why it cannot take a client's settings, or nil;
+-- - `engine(config, settings)`: the engine of a client, whose `perform(
+--   interface, image_url, params, method, timeout_ms)` returns the
+--   response table of the transport contract (src/response.c), as `add`,
+--   `run` and `cancel` do for jobs;
+-- - `check_place()`: why no call can be made here and now, or nil;
+-- - `exiting()`: why nothing new is to start (the host shuts down), or nil;
+-- - `sleep(seconds)`: a pause between attempts.
+-- @module aliocr.curl
+-- @local
+local core = require("aliocr.core")
+local resty = require("aliocr.resty")
+
+local M = { name = "curl", light_threads = false, supports_jobs = true }
+
+function M.unsupported() return nil end
+
+--- The C engine: connections for the client's concurrency (a batch may
+-- run more at once: libcurl opens what it needs, and keeps this many).
+function M.engine(config, s)
+  return core.engine(config, {
+    decode = s.decode, max_connections = math.max(16, 2 * s.concurrency), idle_timeout = s.idle_timeout,
+  })
+end
+
+function M.check_place()
+  if resty.available() then
+    return "the curl transport would block nginx's worker: inside nginx use transport \"resty\" (the default there)"
+  end
+  return nil
+end
+
+function M.exiting() return nil end
+
+--- Blocks (a SIGINT caught by core.catch_interrupts ends it early).
+M.sleep = core.sleep
+
+return M
