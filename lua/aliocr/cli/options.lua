@@ -75,10 +75,10 @@ local function new_parser(on_help)
 end
 
 -- A number option: nil and the usage message unless positive (and whole
--- when `integer`).
+-- when `integer`). Lua 5.1 and LuaJIT read "nan" as a number: not one here.
 local function number_option(name, value, integer)
   local n = tonumber(value)
-  if not n or n <= 0 or (integer and n ~= math.floor(n)) then
+  if not n or n ~= n or n <= 0 or (integer and n ~= math.floor(n)) then
     return nil, string.format("--%s must be a %s, got '%s'", name,
       integer and "whole number >= 1" or "positive number", value)
   end
