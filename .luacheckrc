@@ -16,8 +16,9 @@ files["spec/helpers/nginx_phases.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/model_nginx_case.lua"] = { std = "luajit+ngx_lua" }
 -- The emulator's code runs inside nginx (LuaJIT + ngx_lua).
 files["emulator/lua"] = { std = "luajit+ngx_lua" }
--- The emulator's configure step runs under lua5.4.
+-- The emulator's configure step (configure.lua and configure/) runs under lua5.4.
 files["emulator/configure.lua"] = { std = "lua54" }
+files["emulator/configure"] = { std = "lua54" }
 -- The command line tool runs under lua5.4.
 files["bin/aliocr"] = { std = "lua54" }
 files["scripts/make-samples"] = { std = "lua54" }

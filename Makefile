@@ -166,10 +166,12 @@ lint: bootstrap
 
 install: all
 	@test -n "$(INSTALL_CORE)" || { echo "make install: LUA_VERSION must be 5.4, 5.3 or 5.1 (or use install-luajit)" >&2; exit 2; }
-	install -d $(DESTDIR)$(LUADIR)/aliocr/client $(DESTDIR)$(LIBDIR)/aliocr $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
+	install -d $(DESTDIR)$(LUADIR)/aliocr/client $(DESTDIR)$(LUADIR)/aliocr/cli $(DESTDIR)$(LIBDIR)/aliocr \
+	  $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 644 lua/aliocr.lua $(DESTDIR)$(LUADIR)/aliocr.lua
 	install -m 644 $(wildcard lua/aliocr/*.lua) $(DESTDIR)$(LUADIR)/aliocr/
 	install -m 644 $(wildcard lua/aliocr/client/*.lua) $(DESTDIR)$(LUADIR)/aliocr/client/
+	install -m 644 $(wildcard lua/aliocr/cli/*.lua) $(DESTDIR)$(LUADIR)/aliocr/cli/
 	install -m 755 $(INSTALL_CORE) $(DESTDIR)$(LIBDIR)/aliocr/core.so
 	install -m 755 bin/aliocr $(DESTDIR)$(BINDIR)/aliocr
 	install -m 755 bin/aliocr-emulator $(DESTDIR)$(BINDIR)/aliocr-emulator

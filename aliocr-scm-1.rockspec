@@ -18,7 +18,7 @@ emulator for offline testing (bin/aliocr-emulator, in the source tree).]],
 }
 
 -- lua-cjson for the module and the command line tool, argparse for the
--- command line tool (bin/aliocr).
+-- command line tool (bin/aliocr, which runs the module aliocr.cli).
 dependencies = { "lua >= 5.1", "lua-cjson", "argparse" }
 
 -- libcurl for HTTP, OpenSSL's libcrypto for the request signatures. Found
@@ -40,6 +40,13 @@ build = {
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["aliocr"] = "lua/aliocr.lua",
+    ["aliocr.cli"] = "lua/aliocr/cli.lua",
+    ["aliocr.cli.codes"] = "lua/aliocr/cli/codes.lua",
+    ["aliocr.cli.inputs"] = "lua/aliocr/cli/inputs.lua",
+    ["aliocr.cli.options"] = "lua/aliocr/cli/options.lua",
+    ["aliocr.cli.output"] = "lua/aliocr/cli/output.lua",
+    ["aliocr.cli.progress"] = "lua/aliocr/cli/progress.lua",
+    ["aliocr.cli.run"] = "lua/aliocr/cli/run.lua",
     ["aliocr.client"] = "lua/aliocr/client.lua",
     ["aliocr.client.batch"] = "lua/aliocr/client/batch.lua",
     ["aliocr.client.call"] = "lua/aliocr/client/call.lua",

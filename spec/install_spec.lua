@@ -80,6 +80,12 @@ client:close()
     local out, status = run("cd / && " .. env .. prefix .. "/bin/aliocr --help")
     assert.equal(0, status, out)
     assert.matches("^Usage: aliocr", out)
+    -- The tool is the module aliocr.cli (and aliocr/cli/*.lua), installed:
+    -- the same help as the source tree's, and its exit statuses.
+    assert.equal((run("bin/aliocr --help")), out)
+    out, status = run("cd / && " .. env .. prefix .. "/bin/aliocr --concurrency 0 http://a/b.png")
+    assert.equal(2, status)
+    assert.equal("aliocr: --concurrency must be a whole number >= 1, got '0'\nTry 'aliocr --help'.\n", out)
   end)
 
   it("exports nothing from the C core but luaopen_aliocr_core", function()
