@@ -93,14 +93,14 @@ asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
 	@ASAN=1 spec/run
 
-# The model-based test (spec/model_spec.lua, spec/helpers/model.lua) at
+# The model-based test (spec/integration/model_spec.lua, spec/helpers/model.lua) at
 # length: MODEL_OPS random operations (submit, cancel, poll, wait, batches
 # that re-enter, raise or yield, blocking calls, close, finalizers, faults)
 # in MODEL_SEQS sequences on clients of one emulator, each checked against a
 # model of what every job, call and batch must end as and against the
 # emulator's ledger, with the core built with the sanitizers (as `make asan`).
 # MODEL_SEED=N replays a run; a failure prints its seed and its ops, shrunk.
-# Then the model-based test of the nginx transport (spec/model_nginx_spec.lua:
+# Then the model-based test of the nginx transport (spec/integration/model_nginx_spec.lua:
 # calls, batches, thread kills, ngx.exit, downstream aborts, close from
 # another light thread, faults) for MODEL_NGINX_OPS operations in
 # MODEL_NGINX_SEQS sequences against the emulator's ledger and the worker's
@@ -111,9 +111,9 @@ MODEL_NGINX_OPS  ?= 1500
 MODEL_NGINX_SEQS ?= 30
 model: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
-	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/model_spec.lua 2>&1 | \
+	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/integration/model_spec.lua 2>&1 | \
 	  tee build/model.log; \
-	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/model_nginx_spec.lua 2>&1 | \
+	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/integration/model_nginx_spec.lua 2>&1 | \
 	  tee build/model_nginx.log; \
 	  cat build/model.log build/model_nginx.log | awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } \
 	    END { print p " passed, " f " failed"; exit f > 0 }'
