@@ -1,4 +1,4 @@
--- luacheck configuration: `make lint`, and spec/lint_spec.lua runs it too.
+-- luacheck configuration: `make lint`, and spec/repo/lint_spec.lua runs it too.
 std = "max"
 max_line_length = 120
 codes = true
@@ -26,5 +26,6 @@ files["scripts/make-samples"] = { std = "lua54" }
 files["bench"] = { std = "lua54" }
 files["bench/post.lua"] = { std = "luajit", globals = { "wrk" } }
 files["bench/handler.lua"] = { std = "luajit+ngx_lua" }
--- Specs run with busted under every runtime (5.1, 5.3, 5.4, LuaJIT).
+-- Specs run with busted under every runtime (5.1, 5.3, 5.4, LuaJIT); spec/repo
+-- under lua5.4 only, but its files share the specs' helpers and standard.
 files["spec"] = { std = "max+busted" }

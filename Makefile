@@ -1,9 +1,10 @@
-# aliocr: developer build. `make` builds, `make test` runs every spec,
-# `make demo` runs the demo against the local emulator, `make docs` makes
-# the API reference, `make model` runs the model-based test at length, `make install
-# PREFIX=DIR` installs a standard tree (LUA_VERSION=5.4, 5.3 or 5.1), `make
-# install-luajit PREFIX=DIR` the same for LuaJIT and nginx. Each target first installs the Debian
-# packages it needs (scripts/bootstrap) when they are missing.
+# aliocr: developer build. `make` builds, `make test` runs every spec, `make
+# unit` the unit specs alone (seconds), `make demo` runs the demo against the
+# local emulator, `make docs` makes the API reference, `make model` runs the
+# model-based test at length, `make install PREFIX=DIR` installs a standard
+# tree (LUA_VERSION=5.4, 5.3 or 5.1), `make install-luajit PREFIX=DIR` the
+# same for LuaJIT and nginx. Each target first installs the Debian packages
+# it needs (scripts/bootstrap) when they are missing.
 
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
@@ -53,7 +54,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test valgrind asan model static fuzz demo docs bench soak install install-luajit lint clean
+.PHONY: all bootstrap build test unit valgrind asan model static fuzz demo docs bench soak install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -63,17 +64,25 @@ bootstrap:
 
 build: $(CORES)
 
-# Every spec on every runtime; the last line sums them up.
+# The unit and integration specs (spec/unit, spec/integration) on every
+# runtime, the repo specs (spec/repo) once under lua5.4; the last line sums
+# them up.
 test: all
 	@spec/run-all
 
-# Every spec with its Lua process inside valgrind's memcheck: 0 errors, 0
-# bytes definitely lost.
+# The unit specs alone (spec/unit: no server, no child process), under lua5.4.
+unit: all
+	@spec/run spec/unit
+
+# The unit and integration specs with their Lua process inside valgrind's
+# memcheck: 0 errors, 0 bytes definitely lost. (The repo specs check files
+# and run other programs: memcheck would trace nothing of theirs.)
 valgrind: all
-	@VALGRIND=1 LUA=$(LUA) spec/run
+	@VALGRIND=1 LUA=$(LUA) spec/run spec/unit spec/integration
 
 # The C core built with AddressSanitizer and UndefinedBehaviorSanitizer, and
-# every spec run against it under lua5.4 (spec/run ASAN=1): any report fails.
+# the unit and integration specs run against it under lua5.4 (spec/run
+# ASAN=1): any report fails.
 ASAN_CORE = build/asan/aliocr/core.so
 $(ASAN_CORE): $(SOURCES) $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -91,18 +100,19 @@ build/asan/lua: spec/asan_lua.c
 
 asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
-	@ASAN=1 spec/run
+	@ASAN=1 spec/run spec/unit spec/integration
 
-# The model-based test (spec/model_spec.lua, spec/helpers/model.lua) at
-# length: MODEL_OPS random operations (submit, cancel, poll, wait, batches
-# that re-enter, raise or yield, blocking calls, close, finalizers, faults)
-# in MODEL_SEQS sequences on clients of one emulator, each checked against a
-# model of what every job, call and batch must end as and against the
-# emulator's ledger, with the core built with the sanitizers (as `make asan`).
-# MODEL_SEED=N replays a run; a failure prints its seed and its ops, shrunk.
-# Then the model-based test of the nginx transport (spec/model_nginx_spec.lua:
-# calls, batches, thread kills, ngx.exit, downstream aborts, close from
-# another light thread, faults) for MODEL_NGINX_OPS operations in
+# The model-based test (spec/integration/model_spec.lua,
+# spec/helpers/model.lua) at length: MODEL_OPS random operations (submit,
+# cancel, poll, wait, batches that re-enter, raise or yield, blocking calls,
+# close, finalizers, faults) in MODEL_SEQS sequences on clients of one
+# emulator, each checked against a model of what every job, call and batch
+# must end as and against the emulator's ledger, with the core built with the
+# sanitizers (as `make asan`). MODEL_SEED=N replays a run; a failure prints
+# its seed and its ops, shrunk. Then the model-based test of the nginx
+# transport (spec/integration/model_nginx_spec.lua: calls, batches, thread
+# kills, ngx.exit, downstream aborts, close from another light thread,
+# faults) for MODEL_NGINX_OPS operations in
 # MODEL_NGINX_SEQS sequences against the emulator's ledger and the worker's
 # memory (the core inside nginx is the LuaJIT build: no sanitizers there).
 MODEL_OPS  ?= 60000
@@ -111,9 +121,9 @@ MODEL_NGINX_OPS  ?= 1500
 MODEL_NGINX_SEQS ?= 30
 model: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
-	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/model_spec.lua 2>&1 | \
+	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/integration/model_spec.lua 2>&1 | \
 	  tee build/model.log; \
-	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/model_nginx_spec.lua 2>&1 | \
+	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/integration/model_nginx_spec.lua 2>&1 | \
 	  tee build/model_nginx.log; \
 	  cat build/model.log build/model_nginx.log | awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } \
 	    END { print p " passed, " f " failed"; exit f > 0 }'

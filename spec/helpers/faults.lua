@@ -1,6 +1,6 @@
 -- Every misbehaviour the emulator offers, as rows for the fault matrix
--- (spec/fault_matrix_spec.lua) and the secrets checks
--- (spec/security_spec.lua): each fault mode, each gateway error in both
+-- (spec/integration/fault_matrix_spec.lua) and the secrets checks
+-- (spec/integration/security_spec.lua): each fault mode, each gateway error in both
 -- error styles, the gateway's own checks, a refused connection; with what
 -- a call must give under each, as the gateway reference says.
 local util = require("helpers.util")

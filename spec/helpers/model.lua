@@ -1,4 +1,4 @@
--- The model-based test (spec/model_spec.lua, make model): a seeded generator
+-- The model-based test (spec/integration/model_spec.lua, make model): a seeded generator
 -- of random operation sequences on clients of one emulator, a runner that
 -- plays them against the real client while keeping a model of what each
 -- job, call and batch must end as, and the invariants checked during and

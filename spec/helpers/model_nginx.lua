@@ -1,4 +1,4 @@
--- The model-based test of the nginx transport (spec/model_nginx_spec.lua):
+-- The model-based test of the nginx transport (spec/integration/model_nginx_spec.lua):
 -- a seeded generator of random operation sequences, a runner that plays
 -- them against a test nginx (one worker; the handlers of
 -- spec/helpers/model_nginx_case.lua) and the emulator, with random faults

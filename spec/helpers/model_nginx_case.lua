@@ -1,5 +1,5 @@
 -- The handlers of the model-based test of the nginx transport
--- (spec/model_nginx_spec.lua, spec/helpers/model_nginx.lua), run inside the
+-- (spec/integration/model_nginx_spec.lua, spec/helpers/model_nginx.lua), run inside the
 -- test nginx (LuaJIT, nginx's Lua module, one worker). Each request plays one
 -- operation of a sequence on a client of this worker: the shared one (a
 -- module-level client used by every request, made again after a close) or a

@@ -1,4 +1,4 @@
--- Test handlers that run inside the client-side nginx of spec/nginx_spec.lua
+-- Test handlers that run inside the client-side nginx of spec/integration/nginx_spec.lua
 -- (LuaJIT, nginx's Lua module), where aliocr picks nginx's sockets.
 local aliocr = require("aliocr")
 local nginx_json = require("helpers.nginx_json")

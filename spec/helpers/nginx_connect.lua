@@ -1,4 +1,4 @@
--- Handlers of spec/nginx_connect_spec.lua, inside nginx.
+-- Handlers of spec/integration/nginx_connect_spec.lua, inside nginx.
 local aliocr = require("aliocr")
 local nginx_json = require("helpers.nginx_json")
 local outcome = require("helpers.outcome")

@@ -1,4 +1,4 @@
--- Test handlers of spec/nginx_hostile_spec.lua, run inside the client-side
+-- Test handlers of spec/integration/nginx_hostile_spec.lua, run inside the client-side
 -- nginx (LuaJIT, nginx's Lua module): calls cut off in every way nginx can
 -- cut a light thread off, on one client per worker shared by every request
 -- (the common production setup, and the one whose stats must stay right).

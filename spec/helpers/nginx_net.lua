@@ -1,5 +1,5 @@
 -- Test handlers that run inside the client-side nginx of
--- spec/nginx_net_spec.lua (LuaJIT, nginx's Lua module): name lookups, TLS
+-- spec/integration/nginx_net_spec.lua (LuaJIT, nginx's Lua module): name lookups, TLS
 -- trust per location, IPv6, proxies.
 local aliocr = require("aliocr")
 local nginx_json = require("helpers.nginx_json")

@@ -1,4 +1,4 @@
--- Handlers for spec/nginx_phases_spec.lua: in each of nginx's phases, every
+-- Handlers for spec/integration/nginx_phases_spec.lua: in each of nginx's phases, every
 -- kind of call a user could make (a call and a batch on the resty
 -- transport; submit, poll and wait; the same with transport = "curl"), each
 -- on a line of its own marked "-- line: <name>", so that the spec can check

@@ -7,7 +7,7 @@
 -- emulator's log and ledger, nginx's error log and the worker's RSS
 -- (spec/helpers/model_nginx.lua says which invariants).
 --
--- Seeded and reproducible from the environment (as spec/model_spec.lua):
+-- Seeded and reproducible from the environment (as spec/integration/model_spec.lua):
 --   MODEL_SEED     the run's seed (default: from the clock); sequence i's seed
 --                  derives from it, the first one is the seed itself
 --   MODEL_OPS      operations in all (default 300 under lua5.4, 40 under the
@@ -21,7 +21,7 @@
 --   MODEL_RSS_MB   how far the worker's RSS may grow over its size at the
 --                  start (default 64)
 --   MODEL_TRACE=1  print every op as it runs
--- At length: MODEL_OPS=5000 MODEL_SEQS=100 spec/run spec/model_nginx_spec.lua
+-- At length: MODEL_OPS=5000 MODEL_SEQS=100 spec/run spec/integration/model_nginx_spec.lua
 -- (about 10 minutes).
 local emulator = require("helpers.emulator")
 local faults = require("helpers.faults")
@@ -99,7 +99,7 @@ describe("the model-based test of the nginx transport", function()
     local replay = os.getenv("MODEL_REPLAY")
     if replay and replay ~= "" then
       local seq = assert(loadfile(replay))()
-      -- A replay file of the libcurl model (spec/model_spec.lua) is not ours.
+      -- A replay file of the libcurl model (spec/integration/model_spec.lua) is not ours.
       if seq.nginx then
         plan[1] = seq
         seqs = 1
@@ -155,8 +155,8 @@ describe("the model-based test of the nginx transport", function()
         local budget = shrink_budget / #order
         if budget >= 1 then seq, runs = mn.shrink(entry.seq, env, entry.sig, budget) end
         say(string.format("  seed %s, op %d; replay: MODEL_SEED=%s MODEL_SEQS=1 MODEL_OPS=%d " ..
-          "spec/run spec/model_nginx_spec.lua", mn.literal(entry.seq.seed), entry.op, mn.literal(entry.seq.seed),
-          #entry.seq.ops))
+          "spec/run spec/integration/model_nginx_spec.lua", mn.literal(entry.seq.seed), entry.op,
+          mn.literal(entry.seq.seed), #entry.seq.ops))
         say(string.format("  %s (save as a file for MODEL_REPLAY=file):", runs > 0 and
           string.format("shrunk to %d ops in %d runs", #seq.ops, runs) or
           string.format("its %d ops (not shrunk)", #seq.ops)))

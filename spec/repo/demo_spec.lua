@@ -16,8 +16,9 @@ local names = {}
 for name in pairs(truth) do names[#names + 1] = name end
 table.sort(names)
 
--- This run's interpreter: the demo runs under each runtime of the suite
--- (under lua5.4 through `make demo` itself).
+-- This run's interpreter: lua5.4 in `make test`, which runs spec/repo once,
+-- under lua5.4 (as `make demo` does); `LUA=luajit spec/run
+-- spec/repo/demo_spec.lua` runs the demo under another runtime.
 local LUA = type(jit) == "table" and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
 local DEMO = LUA == "lua5.4" and "make -s demo" or (LUA .. " examples/demo.lua")
 

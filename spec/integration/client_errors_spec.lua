@@ -4,7 +4,7 @@
 -- the VPC error styles; retries (fail N times then succeed, never after a
 -- billed answer, a fresh nonce and signature every attempt, the per-call
 -- override, back-off); and billing that equals the emulator's ledger.
--- Secrets under every fault: spec/security_spec.lua.
+-- Secrets under every fault: spec/integration/security_spec.lua.
 local emulator = require("helpers.emulator")
 local socket = require("socket")
 local aliocr = require("aliocr")

@@ -21,7 +21,7 @@
 --   MODEL_PROFILE=1 time per op kind; MODEL_AGGRESSIVE_GC the share of
 --                  sequences run with a busier collector (0.3)
 -- `make model` runs 60,000 operations under AddressSanitizer (and then
--- spec/model_nginx_spec.lua, the same for the nginx transport).
+-- spec/integration/model_nginx_spec.lua, the same for the nginx transport).
 local aliocr = require("aliocr")
 local emulator = require("helpers.emulator")
 local faults = require("helpers.faults")
@@ -156,8 +156,8 @@ describe("the model-based test", function()
       say(head)
       say("  " .. entry.msg)
       say(string.format("  seed %s, op %d; replay: MODEL_SEED=%s MODEL_SEQS=1 MODEL_OPS=%d " ..
-        "spec/run spec/model_spec.lua", model.literal(entry.seq.seed), entry.op, model.literal(entry.seq.seed),
-        #entry.seq.ops))
+        "spec/run spec/integration/model_spec.lua", model.literal(entry.seq.seed), entry.op,
+        model.literal(entry.seq.seed), #entry.seq.ops))
       say(string.format("  %s (save as a file for MODEL_REPLAY=file; MODEL_TRACE=1 changes the collector's " ..
         "timing):", runs > 0 and string.format("shrunk to %d ops in %d runs", #seq.ops, runs) or
         string.format("its %d ops (not shrunk)", #seq.ops)))

@@ -49,7 +49,10 @@ describe("examples", function()
     assert.equal("6", jobs)
     assert.equal("0", failed)
     assert.truthy(tonumber(frames) >= 26) -- a job every 5th frame, then the last answers
-    assert.truthy(tonumber(worst) >= 0)
+    -- The bound the example states: a frame's share of aliocr (submit and
+    -- poll(0)) stays below the 16.7 ms of a 60 fps frame. A poll that waited
+    -- for an answer (the emulator takes 50 ms) would break it.
+    assert.truthy(tonumber(worst) < 1000 / 60, out)
     assert.equal(6, emu:ledger().total.billed)
   end)
 end)

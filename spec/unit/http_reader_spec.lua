@@ -2,7 +2,7 @@
 -- src/http.c) on hand-made answers, without a server: what it takes, what
 -- it refuses and with which libcurl name, its limits, and that the answer
 -- gives the same outcome whatever pieces it arrives in. The same bytes go
--- through nginx and libcurl in spec/nginx_spec.lua's table.
+-- through nginx and libcurl in spec/integration/nginx_spec.lua's table.
 local core = require("aliocr.core")
 
 -- Feeds `data` in pieces of `piece` bytes (all at once by default), then
