@@ -112,7 +112,7 @@ function M.classify(r)
   if r.too_large then
     if billed then
       return M.new({
-        kind = "protocol", ok = 0, status = status, billed = true, code = "RESPONSE_TOO_LARGE",
+        kind = "protocol", ok = 0, status = status, billed = true, code = "RESPONSE_TOO_LARGE", code_source = "aliocr",
         msg = "the answer is larger than max_response_bytes; it was abandoned",
         request_id = request_id, retryable = false,
       })
@@ -120,7 +120,7 @@ function M.classify(r)
     -- Not 2xx: the body was abandoned, and the status and the headers tell
     -- the rest (a gateway error, 666, or an http error).
     local err = M.classify({ status = r.status, headers = h, body = "" })
-    if not err.code then err.code = "RESPONSE_TOO_LARGE" end
+    if not err.code then err.code, err.code_source = "RESPONSE_TOO_LARGE", "aliocr" end
     return err
   end
 
@@ -137,7 +137,7 @@ function M.classify(r)
       and r.message:find("wrong version number", 1, true) ~= nil
     return M.new({
       kind = r.error == "OPERATION_TIMEDOUT" and "timeout" or "transport",
-      ok = 0, msg = r.message, status = status, billed = billed, code = r.error,
+      ok = 0, msg = r.message, status = status, billed = billed, code = r.error, code_source = "transport",
       request_id = request_id, retryable = billed == false and not permanent[r.error] and not misconfigured,
     })
   end
@@ -150,6 +150,7 @@ function M.classify(r)
     if code then kind, retryable = by_code(code, status) else kind, retryable = by_message(message, status) end
     return M.new({
       kind = kind, ok = 0, msg = message or code, status = status, billed = billed, code = code,
+      code_source = code and "gateway" or nil,
       request_id = request_id, retryable = retryable and not billed,
     })
   end
@@ -179,7 +180,7 @@ function M.classify(r)
       end
       return M.new({
         kind = "protocol", ok = 0, status = status, billed = true, request_id = request_id,
-        retryable = false, code = too_deep and "JSON_TOO_DEEP" or "BAD_JSON", msg = why,
+        retryable = false, code = too_deep and "JSON_TOO_DEEP" or "BAD_JSON", code_source = "aliocr", msg = why,
       })
     end
     if ok ~= 1 then

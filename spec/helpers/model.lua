@@ -955,7 +955,9 @@ function M.run(seq, env)
       jrec.close_pre = "queued"
       note(jrec, "client closed during submit, job " .. tostring(job.state))
     end
-    if job.kind ~= sp.kind or job.image_url ~= url then fail("job-fields", "job.kind or job.image_url wrong") end
+    if job.call ~= sp.kind or job.kind ~= sp.kind or job.image_url ~= url then
+      fail("job-fields", "job.call, job.kind or job.image_url wrong")
+    end
     if job.state ~= "queued" and not crec.closed then fail("submit-state", "a new job is " .. tostring(job.state)) end
     return jrec
   end

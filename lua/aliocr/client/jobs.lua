@@ -81,7 +81,7 @@ function Job:_cancel()
 end
 
 function Job:__tostring()
-  return "aliocr.Job (" .. self.kind .. ", " .. self.state .. ")"
+  return "aliocr.Job (" .. self.call .. ", " .. self.state .. ")"
 end
 
 -- Every job not finished yet (of submit and of batches).
@@ -100,7 +100,8 @@ end
 
 function Client:_new_job(kind, image_url, opts, callback, owner)
   return setmetatable({
-    _client = self, _call = self:_prepare(kind, image_url, opts), kind = kind, image_url = image_url,
+    -- `call` names the method the job calls; `kind` is its old name, kept.
+    _client = self, _request = self:_prepare(kind, image_url, opts), call = kind, kind = kind, image_url = image_url,
     callback = callback, attempts = 0, state = "queued", _started = monotonic(), _unknown = 0,
     _owner = owner,
   }, Job)
@@ -110,7 +111,7 @@ end
 function Client:_start(job)
   job.state = "starting"
   self._starting = job
-  local call = job._call
+  local call = job._request
   self._starting = nil
   if job.state ~= "starting" or self._closed then
     -- Cancelled meanwhile (from a finalizer), or the client closed.
@@ -178,7 +179,7 @@ function Client:_on_response(response)
   -- The outcome first (it accounts a final one), then the job's state: an
   -- error raised while the outcome is made (an interrupt, a finalizer's
   -- error) leaves the job as it was, and the response for the next drive.
-  local res, err, again, unknown = self:_outcome(job._call, response, job.attempts, job._started, job._unknown)
+  local res, err, again, unknown = self:_outcome(job._request, response, job.attempts, job._started, job._unknown)
   self._running[response.id] = nil
   if not job._owner then self._active = self._active - 1 end
   if again then
