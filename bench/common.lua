@@ -38,11 +38,16 @@ function M.control(emu, method, path, value)
   return cjson.decode(table.concat(out))
 end
 
+--- The AppKey and AppSecret the emulator accepts for the signed contender.
+M.APP_KEY, M.APP_SECRET = "bench-key", "bench-secret"
+
 --- Starts bin/aliocr-emulator from the tree at `root`, accepting `appcode`
--- (from the environment, out of the process list); returns what it printed
--- (endpoint, advanced, control, images, ...) with a stop() function.
+-- and the AppKey above (from the environment, out of the process list);
+-- returns what it printed (endpoint, advanced, control, images, ...) with a
+-- stop() function.
 function M.start_emulator(root, appcode)
-  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. appcode .. " exec " .. M.q(root .. "/bin/aliocr-emulator") ..
+  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. appcode .. " ALIOCR_EMULATOR_APP_KEYS=" ..
+    M.APP_KEY .. ":" .. M.APP_SECRET .. " exec " .. M.q(root .. "/bin/aliocr-emulator") ..
     " --port 0 --backend canned --no-fetch --log-max 0 2>&1"
   local p = assert(io.popen("sh -c " .. M.q(cmd), "r"))
   local pid = p:read("l")

@@ -103,12 +103,12 @@ local function sequential(emu)
   say("sequential calls, one client (", ROUNDS, " rounds)")
   -- Calls per run: about a second and a half each, from a short first run.
   local n = {}
-  for _, who in ipairs({ "limit", "aliocr", "luasocket" }) do
+  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed", "luasocket" }) do
     local rate = rate_of(sh(ENV .. seq_cmd(who, emu, 300)))
     n[who] = math.max(500, math.floor(rate * 1.5))
   end
-  local rates = { limit = {}, aliocr = {}, luasocket = {}, wrk = {} }
-  local order = { "limit", "aliocr", "luasocket", "wrk" }
+  local rates = { limit = {}, aliocr = {}, aliocr_signed = {}, luasocket = {}, wrk = {} }
+  local order = { "limit", "aliocr", "aliocr_signed", "luasocket", "wrk" }
   for r = 1, ROUNDS do
     for k = 0, #order - 1 do
       local who = order[(r + k - 1) % #order + 1]   -- each round in another order
@@ -173,7 +173,7 @@ local function instructions(emu)
     return tonumber(n)
   end
   local per = {}
-  for _, who in ipairs({ "limit", "aliocr" }) do
+  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed" }) do
     -- The difference of two runs: start-up costs cancel out.
     local small, big = 200, 1200
     local a = collected(seq_cmd(who, emu, small))
@@ -232,6 +232,8 @@ local function table_rows()
   local lim = s.limit.median
   row("sequential calls/s vs the C libcurl limit", string.format("%.0f", s.aliocr.median),
     string.format("%.0f", lim), string.format("%.3f", s.aliocr.median / lim), ">= 0.97", s.aliocr.median / lim >= 0.97)
+  row("sequential calls/s, signature auth vs AppCode", string.format("%.0f", s.aliocr_signed.median),
+    string.format("%.0f", s.aliocr.median), string.format("%.3f", s.aliocr_signed.median / s.aliocr.median), "", nil)
   row("sequential calls/s vs LuaSocket + lua-cjson", string.format("%.0f", s.aliocr.median),
     string.format("%.0f", s.luasocket.median), string.format("%.2f", s.aliocr.median / s.luasocket.median), "", nil)
   row("sequential calls/s vs wrk, 1 connection (the server's limit)", string.format("%.0f", s.aliocr.median),
@@ -254,6 +256,8 @@ local function table_rows()
   local i = results.instructions
   row("instructions per call (callgrind) vs the C limit", string.format("%.0f", i.aliocr),
     string.format("%.0f", i.limit), string.format("%.2f", i.aliocr / i.limit), "<= 1.15", i.aliocr / i.limit <= 1.15)
+  row("instructions per call (callgrind), signature auth vs AppCode", string.format("%.0f", i.aliocr_signed),
+    string.format("%.0f", i.aliocr), string.format("%.2f", i.aliocr_signed / i.aliocr), "", nil)
   local n = results.nginx
   row("inside nginx: handler req/s with an aliocr call vs none", string.format("%.0f", n.ocr),
     string.format("%.0f", n.direct), string.format("%.2f", n.ocr / n.direct), "", nil)
@@ -273,8 +277,9 @@ end
 local function charts()
   local s = results.sequential
   local f = assert(io.open(OUT .. "/sequential.dat", "w"))
-  for _, who in ipairs({ "limit", "aliocr", "luasocket", "wrk" }) do
-    local label = ({ limit = "C libcurl limit", aliocr = "aliocr", luasocket = "LuaSocket\\n+ lua-cjson",
+  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed", "luasocket", "wrk" }) do
+    local label = ({ limit = "C libcurl limit", aliocr = "aliocr", aliocr_signed = "aliocr,\\nsignature auth",
+      luasocket = "LuaSocket\\n+ lua-cjson",
       wrk = "wrk\\n(the server's limit)" })[who]
     f:write(string.format("\"%s\" %.1f\n", label, s[who].median))
   end

@@ -3,9 +3,12 @@
 -- prints "calls N seconds S", and "rss <calls> <kB>" at each call count of
 -- RSS_AT (a comma-separated list) and at the end.
 --
---   ALIOCR_APPCODE=<code> lua5.4 bench/seq.lua aliocr|luasocket <interface URL> <image URL> CALLS [RSS_AT]
+--   ALIOCR_APPCODE=<code> lua5.4 bench/seq.lua aliocr|aliocr_signed|luasocket <interface URL> <image URL> CALLS
+--     [RSS_AT]
 --
--- aliocr: require("aliocr"), client:recognize. luasocket: what a user would
+-- aliocr: require("aliocr"), client:recognize. aliocr_signed: the same with
+-- signature auth (the AppKey of bench/common.lua): a fresh nonce, timestamp
+-- and HMAC every call, on the same call path. luasocket: what a user would
 -- write with Debian's lua-socket and lua-cjson instead: socket.http.request
 -- with a form body, then cjson.decode (socket.http closes the connection
 -- after each call).
@@ -15,7 +18,7 @@ package.cpath = root .. "/build/?.so;" .. package.cpath
 package.path = root .. "/bench/?.lua;" .. package.path
 
 local who, url, image, calls, rss_at = arg[1], arg[2], arg[3], tonumber(arg[4]), arg[5]
-assert(who and url and image and calls, "usage: seq.lua aliocr|luasocket URL IMAGE CALLS [RSS_AT]")
+assert(who and url and image and calls, "usage: seq.lua aliocr|aliocr_signed|luasocket URL IMAGE CALLS [RSS_AT]")
 local appcode = assert(os.getenv("ALIOCR_APPCODE"), "ALIOCR_APPCODE is not set")
 
 local clock = require("aliocr.core").monotonic
@@ -25,8 +28,10 @@ for n in (rss_at or ""):gmatch("%d+") do marks[tonumber(n)] = true end
 local rss_kb = require("common").rss_kb
 
 local call
-if who == "aliocr" then
-  local client = require("aliocr").new({ appcode = appcode, urls = { advanced = url }, retries = 0 })
+if who == "aliocr" or who == "aliocr_signed" then
+  local common = require("common")
+  local client = require("aliocr").new(who == "aliocr" and { appcode = appcode, urls = { advanced = url }, retries = 0 }
+    or { app_key = common.APP_KEY, app_secret = common.APP_SECRET, urls = { advanced = url }, retries = 0 })
   call = function()
     local res, err = client:recognize(image)
     if not res then error(tostring(err)) end

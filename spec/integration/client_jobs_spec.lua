@@ -92,150 +92,181 @@ describe("client:batch", function()
   teardown(function() stop_clean(emu) end)
   before_each(function() emu:reset() end)
 
-  it("500 images with mixed outcomes: input order, summary, billing, progress, retries per job", function()
-    emu:settings({ latency_ms = 20 })
-    -- First matching rule with uses left: the first 40 requests to arrive get
-    -- 503, the next 15 a billed ok 0, the next 25 a throttled 403.
-    emu:fault({
-      { mode = "service_unavailable", times = 40 },
-      { mode = "ok0", times = 15, msg = "识别失败" },
-      { mode = "throttled_app", times = 25 },
-    })
+  -- One batch of 500 images with mixed outcomes, checked from several sides.
+  describe("500 images with mixed outcomes", function()
     local N = 500
-    local urls = {}
-    for i = 1, N do
-      if i % 7 == 0 then
-        urls[i] = emu.images .. "missing.png?i=" .. i
-      else
-        urls[i] = emu.image .. "?i=" .. i
-      end
-    end
-    local c = client_of(emu, { concurrency = 16, retries = 2 })
-    local progress = {}
-    local results, summary = c:batch("recognize", urls, {
-      concurrency = 12,
-      on_progress = function(done, total) progress[#progress + 1] = { done, total } end,
-    })
-    local log = emu:requests()
-    local groups = by_url(log)
+    local urls, progress, results, summary, log, groups, ledger, stats, pending = {}, {}, nil, nil, nil, nil, nil,
+      nil, nil
 
-    -- on_progress: exactly total times, done going 1..total.
-    assert.equal(N, #progress)
-    for k = 1, N do
-      assert.same({ k, N }, progress[k])
+    setup(function()
+      emu:reset()
+      emu:settings({ latency_ms = 20 })
+      -- First matching rule with uses left: the first 40 requests to arrive get
+      -- 503, the next 15 a billed ok 0, the next 25 a throttled 403.
+      emu:fault({
+        { mode = "service_unavailable", times = 40 },
+        { mode = "ok0", times = 15, msg = "识别失败" },
+        { mode = "throttled_app", times = 25 },
+      })
+      for i = 1, N do
+        if i % 7 == 0 then
+          urls[i] = emu.images .. "missing.png?i=" .. i
+        else
+          urls[i] = emu.image .. "?i=" .. i
+        end
+      end
+      local c = client_of(emu, { concurrency = 16, retries = 2 })
+      results, summary = c:batch("recognize", urls, {
+        concurrency = 12,
+        on_progress = function(done, total) progress[#progress + 1] = { done, total } end,
+      })
+      log = emu:requests()
+      groups = by_url(log)
+      ledger, stats, pending = emu:ledger(), c:stats(), c:pending()
+      c:close()
+    end)
+
+    -- What the emulator's log says each image's outcome must be: its last
+    -- answer decides.
+    local function expected()
+      local want = { ok = 0, failed = 0, billed = 0, kinds = {} }
+      for i = 1, N do
+        local entries = groups[urls[i]]
+        local last = entries[#entries]
+        if last.status == 200 and last.fault == nil then
+          want.ok, want.billed = want.ok + 1, want.billed + 1
+        else
+          want.failed = want.failed + 1
+          local kind = (last.status == 200 and "protocol") or (last.status == 666 and "api") or
+            (last.status == 503 and "gateway") or "throttled"
+          want.kinds[kind] = (want.kinds[kind] or 0) + 1
+          if last.status == 200 then want.billed = want.billed + 1 end
+        end
+      end
+      return want
     end
 
-    -- results[i] is the outcome of urls[i]: its attempts are the requests the
-    -- emulator logged with that URL, the last of which it answers.
-    assert.equal(N, #results)
-    local want = { ok = 0, failed = 0, billed = 0, kinds = {} }
-    local attempts, clean_ok, clean_missing = 0, 0, 0
-    for i = 1, N do
-      local r, entries = results[i], groups[urls[i]]
-      assert.is_table(r, "no result for " .. i)
-      assert.is_table(entries, "no request logged for " .. urls[i])
-      local last = entries[#entries]
-      assert.equal(#entries, r.attempts, "attempts of " .. i)
-      assert.equal(last.request_id, r.request_id, "request id of " .. i)
-      attempts = attempts + #entries
-      for k = 1, #entries - 1 do
-        -- Only a retryable, unbilled answer is tried again.
-        assert.is_truthy(entries[k].status == 503 or entries[k].status == 403, "retried after " .. entries[k].status)
+    it("runs on_progress exactly total times, done going 1..total", function()
+      assert.equal(N, #progress)
+      for k = 1, N do
+        assert.same({ k, N }, progress[k])
       end
-      local faulted = false
-      for _, e in ipairs(entries) do faulted = faulted or e.fault ~= nil end
-      local missing = i % 7 == 0
-      if last.status == 200 and last.fault == nil then
-        assert.is_false(aliocr.is_error(r), "an error for " .. i .. ": " .. tostring(r))
-        assert.is_false(missing, "a result for the missing image " .. i)
-        assert.equal(SEED_TEXT, r.text)
-        assert.is_true(r.billed)
-        want.ok, want.billed = want.ok + 1, want.billed + 1
-      else
-        assert.is_true(aliocr.is_error(r), "a result for " .. i)
-        want.failed = want.failed + 1
-        want.kinds[r.kind] = (want.kinds[r.kind] or 0) + 1
-        if last.status == 200 then
-          assert.equal("ok0", last.fault)
-          assert.equal("protocol", r.kind)
-          assert.equal("识别失败", r.msg)
+    end)
+
+    it("gives results[i] as the outcome of urls[i], retrying only retryable unbilled answers", function()
+      -- results[i] is the outcome of urls[i]: its attempts are the requests the
+      -- emulator logged with that URL, the last of which it answers.
+      assert.equal(N, #results)
+      local attempts, clean_ok, clean_missing = 0, 0, 0
+      for i = 1, N do
+        local r, entries = results[i], groups[urls[i]]
+        assert.is_table(r, "no result for " .. i)
+        assert.is_table(entries, "no request logged for " .. urls[i])
+        local last = entries[#entries]
+        assert.equal(#entries, r.attempts, "attempts of " .. i)
+        assert.equal(last.request_id, r.request_id, "request id of " .. i)
+        attempts = attempts + #entries
+        for k = 1, #entries - 1 do
+          -- Only a retryable, unbilled answer is tried again.
+          assert.is_truthy(entries[k].status == 503 or entries[k].status == 403, "retried after " .. entries[k].status)
+        end
+        local faulted = false
+        for _, e in ipairs(entries) do faulted = faulted or e.fault ~= nil end
+        local missing = i % 7 == 0
+        if last.status == 200 and last.fault == nil then
+          assert.is_false(aliocr.is_error(r), "an error for " .. i .. ": " .. tostring(r))
+          assert.is_false(missing, "a result for the missing image " .. i)
+          assert.equal(SEED_TEXT, r.text)
           assert.is_true(r.billed)
-          want.billed = want.billed + 1
-        elseif last.status == 666 then
-          assert.is_true(missing, "a 666 for the image " .. i)
-          assert.equal("api", r.kind)
-          assert.equal(MISSING_MSG, r.msg)
-          assert.is_false(r.billed)
         else
-          -- 503 or 403 every time: the retries are used up.
-          assert.equal(3, #entries)
-          assert.equal(last.status == 503 and "gateway" or "throttled", r.kind)
-          assert.is_false(r.billed)
+          assert.is_true(aliocr.is_error(r), "a result for " .. i)
+          if last.status == 200 then
+            assert.equal("ok0", last.fault)
+            assert.equal("protocol", r.kind)
+            assert.equal("识别失败", r.msg)
+            assert.is_true(r.billed)
+          elseif last.status == 666 then
+            assert.is_true(missing, "a 666 for the image " .. i)
+            assert.equal("api", r.kind)
+            assert.equal(MISSING_MSG, r.msg)
+            assert.is_false(r.billed)
+          else
+            -- 503 or 403 every time: the retries are used up.
+            assert.equal(3, #entries)
+            assert.equal(last.status == 503 and "gateway" or "throttled", r.kind)
+            assert.is_false(r.billed)
+          end
+        end
+        -- A failure of one job never disturbs the others: an image no fault
+        -- touched has exactly its own outcome, at the first attempt.
+        if not faulted then
+          assert.equal(1, #entries)
+          if missing then
+            assert.equal("api", r.kind)
+            clean_missing = clean_missing + 1
+          else
+            assert.is_false(aliocr.is_error(r))
+            clean_ok = clean_ok + 1
+          end
         end
       end
-      -- A failure of one job never disturbs the others: an image no fault
-      -- touched has exactly its own outcome, at the first attempt.
-      if not faulted then
-        assert.equal(1, #entries)
-        if missing then
-          assert.equal("api", r.kind)
-          clean_missing = clean_missing + 1
-        else
-          assert.is_false(aliocr.is_error(r))
-          clean_ok = clean_ok + 1
-        end
+      assert.equal(#log, attempts)            -- no request the results do not account for
+      assert.is_true(clean_ok > 300)
+      assert.is_true(clean_missing > 40)
+      -- Every fault use is a logged request; an ok 0 is never retried.
+      local by_fault = {}
+      for _, e in ipairs(log) do
+        if e.fault then by_fault[e.fault] = (by_fault[e.fault] or 0) + 1 end
       end
-    end
-    assert.equal(#log, attempts)            -- no request the results do not account for
-    assert.is_true(clean_ok > 300)
-    assert.is_true(clean_missing > 40)
-    -- Every fault use is a logged request; an ok 0 is never retried.
-    local by_fault = {}
-    for _, e in ipairs(log) do
-      if e.fault then by_fault[e.fault] = (by_fault[e.fault] or 0) + 1 end
-    end
-    assert.same({ service_unavailable = 40, ok0 = 15, throttled_app = 25 }, by_fault)
-    assert.equal(15, want.kinds.protocol)
-    assert.is_true(want.kinds.api >= 55)
+      assert.same({ service_unavailable = 40, ok0 = 15, throttled_app = 25 }, by_fault)
+      local want = expected()
+      assert.equal(15, want.kinds.protocol)
+      assert.is_true(want.kinds.api >= 55)
+    end)
 
-    -- The summary, exactly.
-    assert.equal(N, summary.total)
-    assert.equal(want.ok, summary.ok)
-    assert.equal(want.failed, summary.failed)
-    assert.equal(N, summary.ok + summary.failed)
-    assert.equal(want.billed, summary.billed)
-    assert.equal(want.ok + 15, summary.billed)
-    assert.is_number(summary.elapsed)
+    it("sums the outcomes up in the summary, exactly", function()
+      local want = expected()
+      assert.equal(N, summary.total)
+      assert.equal(want.ok, summary.ok)
+      assert.equal(want.failed, summary.failed)
+      assert.equal(N, summary.ok + summary.failed)
+      assert.equal(want.billed, summary.billed)
+      assert.equal(want.ok + 15, summary.billed)
+      assert.is_number(summary.elapsed)
+    end)
 
-    -- Billing: the emulator's ledger, the client's stats, the summary agree.
-    local billed_logged = 0
-    for _, e in ipairs(log) do if e.billed then billed_logged = billed_logged + 1 end end
-    assert.equal(summary.billed, billed_logged)
-    assert.equal(summary.billed, emu:ledger().total.billed)
-    local s = c:stats()
-    assert.equal(summary.billed, s.billed)
-    assert.equal(N, s.requests)
-    assert.equal(#log, s.attempts)
-    assert.equal(want.failed - 15, s.not_billed)
-    assert.equal(0, s.unknown)
-    check_accounting(s)
-    assert.same(want.kinds, s.errors)
+    it("agrees on billing with the emulator's ledger and the client's stats", function()
+      local want = expected()
+      local billed_logged = 0
+      for _, e in ipairs(log) do if e.billed then billed_logged = billed_logged + 1 end end
+      assert.equal(summary.billed, billed_logged)
+      assert.equal(summary.billed, ledger.total.billed)
+      local s = stats
+      assert.equal(summary.billed, s.billed)
+      assert.equal(N, s.requests)
+      assert.equal(#log, s.attempts)
+      assert.equal(want.failed - 15, s.not_billed)
+      assert.equal(0, s.unknown)
+      check_accounting(s)
+      assert.same(want.kinds, s.errors)
+      assert.equal(0, pending)
+    end)
 
-    -- The bound held throughout: requests with no fault went through the
-    -- latency and lasted at least 20 ms, so those that began within 15 ms of
-    -- one another were under way together.
-    local slow = {}
-    for _, e in ipairs(log) do
-      if e.fault == nil then slow[#slow + 1] = e end
-    end
-    local together = max_started_together(slow, 0.015)
-    assert.is_true(together <= 12, together .. " requests under way at once")
-    -- Inside valgrind the client starts requests far more slowly, so fewer
-    -- begin within 15 ms of one another; some must still overlap.
-    local least = util.VALGRIND and 3 or 8
-    assert.is_true(together >= least, "only " .. together .. " requests under way at once")
-    assert.equal(0, c:pending())
-    c:close()
+    it("keeps to its concurrency: at most 12 under way at once, and several", function()
+      -- The bound held throughout: requests with no fault went through the
+      -- latency and lasted at least 20 ms, so those that began within 15 ms of
+      -- one another were under way together.
+      local slow = {}
+      for _, e in ipairs(log) do
+        if e.fault == nil then slow[#slow + 1] = e end
+      end
+      local together = max_started_together(slow, 0.015)
+      assert.is_true(together <= 12, together .. " requests under way at once")
+      -- Inside valgrind the client starts requests far more slowly, so fewer
+      -- begin within 15 ms of one another; some must still overlap.
+      local least = util.VALGRIND and 3 or 8
+      assert.is_true(together >= least, "only " .. together .. " requests under way at once")
+    end)
   end)
 
   it("concurrency bounds the transfers under way (latency-bound elapsed, connections, overlap)", function()

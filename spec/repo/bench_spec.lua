@@ -17,7 +17,8 @@ describe("benchmark programs", function()
   local emu, env
 
   setup(function()
-    emu = emulator.start({ "--port", "0", "--appcode", "bench", "--no-fetch", "--log-max", "0" })
+    emu = emulator.start({ "--port", "0", "--appcode", "bench", "--app-key", "bench-key:bench-secret", "--no-fetch",
+      "--log-max", "0" })
     env = "ALIOCR_APPCODE=bench "
   end)
   teardown(function() util.stop_clean(emu) end)
@@ -30,6 +31,7 @@ describe("benchmark programs", function()
     local cmds = {
       "build/bench/limit " .. sh.q(emu.advanced) .. " " .. sh.q(emu.image) .. " 25",
       "lua5.4 bench/seq.lua aliocr " .. sh.q(emu.advanced) .. " " .. sh.q(emu.image) .. " 25 10",
+      "lua5.4 bench/seq.lua aliocr_signed " .. sh.q(emu.advanced) .. " " .. sh.q(emu.image) .. " 25",
       "lua5.4 bench/seq.lua luasocket " .. sh.q(emu.advanced) .. " " .. sh.q(emu.image) .. " 25",
     }
     for _, cmd in ipairs(cmds) do
@@ -38,7 +40,7 @@ describe("benchmark programs", function()
       assert.matches("calls 25 seconds [%d.]+", out)
     end
     assert.matches("rss 10 %d+", select(1, sh.run(env .. cmds[2])))
-    assert.equal(before + 100, emu:ledger().total.billed)
+    assert.equal(before + 125, emu:ledger().total.billed)
     -- Without an AppCode the limit refuses to run rather than call anonymously.
     out, status = sh.run("env -u ALIOCR_APPCODE build/bench/limit " .. sh.q(emu.advanced) .. " x 1")
     assert.equal(2, status, out)
