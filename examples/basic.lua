@@ -5,7 +5,9 @@
 --
 -- Credentials and the interface URLs come from the environment
 -- (ALIOCR_APPCODE, or ALIOCR_APP_KEY and ALIOCR_APP_SECRET; ALIOCR_ENDPOINT or
--- ALIOCR_ADVANCED_URL). `make demo` runs it against the local emulator.
+-- ALIOCR_ADVANCED_URL). Against the local emulator, start it first (see
+-- emulator/README.md) and point ALIOCR_ENDPOINT at it; `make demo` runs
+-- examples/demo.lua, not this script.
 local aliocr = require("aliocr")
 
 local image = arg[1]

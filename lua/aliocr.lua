@@ -1,6 +1,7 @@
 --- aliocr: read text out of images with the Aliyun marketplace OCR API
--- ("图片文字识别": interface one, high precision; interface two, handwriting,
--- with line positions).
+-- ("图片文字识别": interface one, 文字识别高精版, "advanced", called by
+-- `client:recognize`; interface two, 手写体识别, "handwriting", called by
+-- `client:handwriting`, which gives each line's position too).
 --
 --     local aliocr = require("aliocr")
 --     local client = aliocr.new{ appcode = "...", endpoint = "http://127.0.0.1:8080" }
@@ -8,8 +9,13 @@
 --     if res then print(res.text) else print(err, err.billed) end
 --     client:close()
 --
--- The methods of a client are in @{aliocr.client}. README.md has the same
--- reference with more examples, the emulator and the command line tool.
+-- This reference is the one home of the option and field tables: the
+-- options of @{new}, of the calls (@{aliocr.client.Client:recognize}) and of
+-- @{aliocr.client.Client:batch}, and the fields of a @{Result}, an
+-- @{Error}, the @{Stats}, a batch's @{Summary} and a job
+-- (@{aliocr.client.Job}). The methods of a client are in @{aliocr.client}.
+-- The topics (README, inside nginx, the command line, performance,
+-- development) are in this site's index.
 -- @module aliocr
 local core = require("aliocr.core")
 local cjson = require("cjson")
@@ -23,52 +29,91 @@ local M = {
   null = cjson.null,
 }
 
---- Makes a client. Options left out fall back to the environment:
--- credentials come either all from the options or all from the environment
--- (`ALIOCR_APPCODE`, else `ALIOCR_APP_KEY` with `ALIOCR_APP_SECRET`). For
--- each interface, `urls` wins over `endpoint`, which wins over
--- `ALIOCR_ADVANCED_URL` / `ALIOCR_HANDWRITING_URL`, which win over
--- `ALIOCR_ENDPOINT`. The credentials are copied into C memory: no Lua table,
--- error or `tostring` shows them.
+--- Makes a client. It raises, with a message that says what to fix, on a
+-- wrong type, an unknown option, a value out of its range, no credentials,
+-- or a URL that is not http(s) (an endpoint or interface URL with a query,
+-- a fragment or a port outside 1-65535, a proxy libcurl cannot use).
+--
+-- Options left out fall back to the environment. Credentials come either
+-- all from the options or all from the environment: when none of
+-- `appcode`, `app_key`, `app_secret` is given, `ALIOCR_APPCODE` is used if
+-- set, else `ALIOCR_APP_KEY` with `ALIOCR_APP_SECRET`. For each interface,
+-- `urls` wins over `endpoint`, which wins over `ALIOCR_ADVANCED_URL` /
+-- `ALIOCR_HANDWRITING_URL`, which win over `ALIOCR_ENDPOINT`.
+--
+-- The AppSecret never leaves C: the client hands its credentials to the
+-- core once (an `aliocr.Config`, src/config.c), which signs there and wipes
+-- them on `close`. The AppCode goes into each request's `Authorization:
+-- APPCODE` line: the libcurl transport keeps that line in C; the nginx
+-- transport gets it as one of the header lines of `config:request` and
+-- writes it to nginx's socket. No result, error, `tostring` or log line
+-- shows either.
+--
+-- In signature mode every attempt gets a new `X-Ca-Timestamp`
+-- (milliseconds) and `X-Ca-Nonce` (a random UUID), and signs `X-Ca-Key`,
+-- `X-Ca-Nonce`, `X-Ca-Signature-Method` and `X-Ca-Timestamp` with the
+-- method, `Accept`, `Content-Type`, the path and the parameters (HMAC by
+-- OpenSSL's libcrypto, src/request.c). The parameters travel as an
+-- `application/x-www-form-urlencoded` body (or a query with `GET`), which
+-- the gateway signs through the parameters, so no `Content-MD5` is sent.
+--
+-- Ranges: `(a, b]` means more than a and at most b, `[a, b]` from a to b;
+-- an `int` must be a whole number.
 -- @function new
 -- @tparam[opt] table opts the options:
--- @string[opt] opts.appcode APPCODE auth (`Authorization: APPCODE <code>`)
--- @string[opt] opts.app_key AppKey signature auth, with `app_secret`
--- @string[opt] opts.app_secret the AppKey's secret
+-- @string[opt] opts.appcode APPCODE auth (`Authorization: APPCODE <code>`);
+--   `ALIOCR_APPCODE` by default
+-- @string[opt] opts.app_key AppKey signature auth, with `app_secret`;
+--   `ALIOCR_APP_KEY` by default
+-- @string[opt] opts.app_secret the AppKey's secret; `ALIOCR_APP_SECRET` by
+--   default
 -- @string[opt="HmacSHA256"] opts.signature_method or `"HmacSHA1"`
--- @tparam[opt] table opts.urls each interface's full URL:
---   `{ advanced = "https://...", handwriting = "https://..." }`
+-- @tparam[opt] table opts.urls each interface's full URL (the product page
+--   shows them; they may be on different hosts):
+--   `{ advanced = "https://...", handwriting = "https://..." }`;
+--   `ALIOCR_ADVANCED_URL` and `ALIOCR_HANDWRITING_URL` by default
 -- @string[opt] opts.endpoint a base URL to which `/ocr/advanced` and
---   `/ocr/handwriting` (the emulator's paths) are added
--- @number[opt=10] opts.timeout seconds for one attempt, all included
--- @number[opt=3] opts.connect_timeout seconds to connect
+--   `/ocr/handwriting` (the emulator's paths) are added; `ALIOCR_ENDPOINT`
+--   by default
+-- @number[opt=10] opts.timeout seconds for one attempt, all included; in
+--   (0, 1000000]
+-- @number[opt=3] opts.connect_timeout seconds to connect (inside nginx: to
+--   resolve and connect); in (0, 1000000]
 -- @int[opt=2] opts.retries further attempts after a failure that was not
---   billed and may pass
+--   billed and may pass (see @{Error}); in [0, 1000]
 -- @bool[opt=false] opts.retry_unknown also retry when billing is unknown (a
 --   timeout or a reset after the request went out): may bill twice
 -- @number[opt=0.2] opts.retry_delay back-off: attempt n waits a random time up
---   to `min(retry_max_delay, retry_delay * 2^(n-1))` seconds
--- @number[opt=5] opts.retry_max_delay the longest back-off
+--   to `min(retry_max_delay, retry_delay * 2^(n-1))` seconds; in [0, 1000000]
+-- @number[opt=5] opts.retry_max_delay the longest back-off; in [0, 1000000]
 -- @bool[opt=true] opts.tls_verify `false` turns certificate verification off
 --   (tests only)
 -- @string[opt] opts.ca_file a CA bundle to verify the server with (the
---   system's by default; not used inside nginx)
--- @string[opt] opts.proxy a proxy URL (libcurl's environment by default)
--- @int[opt=16 MiB] opts.max_response_bytes a larger answer is abandoned, not
---   buffered
--- @int[opt=64] opts.json_max_depth deeper JSON is refused
--- @string[opt] opts.user_agent the User-Agent (`aliocr/<v> libcurl/<v>`)
+--   system's by default; not used inside nginx, which reads its
+--   `lua_ssl_trusted_certificate`)
+-- @string[opt] opts.proxy a proxy URL (libcurl's environment, `https_proxy`
+--   and the like, by default); inside nginx only `http://` proxies
+-- @int[opt=16777216] opts.max_response_bytes a larger answer is abandoned,
+--   not buffered (16 MiB by default); in [1, 1099511627776]
+-- @int[opt=64] opts.json_max_depth deeper JSON is refused (`JSON_TOO_DEEP`);
+--   in [1, 1000]
+-- @string[opt] opts.user_agent the User-Agent (`aliocr/<v> libcurl/<v>` by
+--   default)
 -- @string[opt="POST"] opts.method `"GET"` sends the parameters as a query
--- @int[opt=8] opts.concurrency transfers at once for `submit` and `batch`
+-- @int[opt=8] opts.concurrency transfers under way at once for `submit`
+--   (more wait their turn), and the default `concurrency` of `batch`. The
+--   libcurl transport keeps up to `max(16, 2 * concurrency)` connections
+--   alive; inside nginx the pool keeps `max(30, concurrency)` per target;
+--   in [1, 10000]
 -- @int[opt=10] opts.idle_timeout seconds a kept-alive connection may have
 --   been idle and still be used again (a longer-idle one is closed and a new
 --   one made), so that a call does not go out on a connection the server is
---   closing
+--   closing; in [1, 86400]
 -- @string[opt] opts.transport `"curl"` (libcurl, the default outside nginx)
 --   or `"resty"` (nginx's non-blocking sockets, the default inside nginx)
 -- @treturn aliocr.client.Client the client
--- @raise on a wrong type, an unknown option, no credentials, a URL that is
---   not http(s)
+-- @raise on a wrong type, an unknown option, a value out of range, no
+--   credentials, a URL that is not http(s)
 M.new = Client.new
 
 --- True when `v` is an aliocr error object.
@@ -83,7 +128,9 @@ function M.versions()
   return core.versions()
 end
 
---- What a successful call returns (`ok` is 1 and the status 2xx).
+--- What a successful call returns (`ok` is 1 and the status 2xx). Numbers
+-- that are whole come back as integers on Lua 5.3+ (lua-cjson alone would
+-- give `41.0`).
 -- @table Result
 -- @field ok 1, as the API sent it
 -- @field msg the API's message (e.g. "查询成功")
@@ -93,48 +140,112 @@ end
 --   each; `position` is nil where the API gave none; a string `data` gives
 --   one line per newline-separated part; JSON nulls are skipped; an element
 --   of `data` that already has this shape is used as it is (not a copy)
--- @field data the `data` field (or `result`) as the API sent it; JSON null
---   is `aliocr.null`
+-- @field data the `data` field (or `result`, which the guide's field table
+--   names) as the API sent it; JSON null is `aliocr.null`
 -- @field status the HTTP status (2xx)
 -- @field billed `true`: the gateway bills every 2xx answer
 -- @field request_id `X-Ca-Request-Id`
 -- @field attempts HTTP requests made for the call
 -- @field elapsed seconds spent, back-off included
+-- @field unknown_attempts only with `retry_unknown`: the call's earlier
+--   attempts whose billing is unknown (absent when there were none)
 
---- What a failed call returns after `nil`: an error object (its
--- `tostring` is one line, e.g. `aliocr quota error: Quota Exhausted (HTTP
--- 403, not billed, request 7AD0..., 1 attempt)`).
+--- What a failed call returns after `nil`: an error object
+-- (`aliocr.is_error(err)`). Its `tostring` is one line that never shows a
+-- secret, e.g. `aliocr quota error: Quota Exhausted (HTTP 403, not billed, request 7AD0..., 1 attempt)`.
 --
--- Kinds: `auth` (bad or missing credentials, bad signature), `quota`
--- (Quota Exhausted and the like), `throttled` (flow control), `gateway`
--- (any other gateway error), `api` (the vendor refused the call: HTTP 666),
--- `protocol` (a 2xx answer that is unusable: billed), `http` (any other
--- status), `timeout` and `transport` (DNS, connect, TLS, reset, cut short).
+-- The kinds (`err.kind`), with the status they come with, their billing
+-- and whether they are retryable:
+--
+-- - `auth`: bad, missing or unauthorised AppCode or AppKey, bad signature
+--   (`Invalid AppCode`, `Need authorization`, `Invalid Signature`,
+--   `Unauthorized`, `A*` codes); 400, 401, 403, 404; not billed; not retryable.
+-- - `quota`: `Quota Exhausted`, `Quota Expired`, `User Arrears`,
+--   `Api Market Subscription ...` (`B*` codes); 403; not billed; not retryable.
+-- - `throttled`: `Throttled by ... Flow Control` (`T*` codes); 403 (429);
+--   not billed; retryable, but not the daily `DOMAIN` limit.
+-- - `gateway`: any other gateway error: `Internal Error`,
+--   `Service Unavailable`, `Async Service`, `Nonce Used`, `Invalid Url`,
+--   `Timestamp Expired`, ...; 4xx, 5xx; not billed; retryable when 5xx and
+--   for `Nonce Used` (a new nonce is used).
+-- - `api`: the vendor refused the call: HTTP 666 `{"ok":0,"msg":...}` (no
+--   image, a bad image URL, ...); not billed; not retryable.
+-- - `protocol`: a 2xx answer that is unusable: not JSON (`BAD_JSON`), `ok`
+--   not 1, larger than `max_response_bytes` (`RESPONSE_TOO_LARGE`), deeper
+--   than `json_max_depth` (`JSON_TOO_DEEP`); billed; not retryable.
+-- - `http`: any other status with no gateway header (an HTML 502 from a
+--   proxy, a 3xx: redirects are never followed); not billed; retryable for
+--   429, 500, 502, 503, 504.
+-- - `timeout`: no connection in `connect_timeout`, or no complete answer in
+--   `timeout`; status nil or the one that arrived; billing and retry below.
+-- - `transport`: DNS, connect, TLS, reset, a cut-short body; status nil or
+--   the one that arrived; billing and retry below.
+-- - `cancelled`: the call was stopped before it ended: `job:cancel()`,
+--   `client:close()`, a batch stopped (its `on_progress` raised, the client
+--   was closed, inside nginx the worker is exiting or the batch's thread
+--   was killed), or the command line tool stopped sending; billed `false`
+--   when nothing of it can have been billed, nil when a request of it was
+--   under way; not retryable. It is also the kind `stats().errors` counts
+--   these calls under.
+--
+-- Billing (`err.billed`; a result's is always `true`): the gateway bills a
+-- call exactly when it answers 2xx, whatever the body says. So `billed` is
+-- `true` for errors whose 2xx status arrived (`protocol`, and a 2xx answer
+-- cut short after its status line: `transport` or `timeout` with `status`
+-- 2xx); `false` for a non-2xx answer and when nothing was sent (refused
+-- connection, DNS failure, TLS failure before the request); nil (unknown)
+-- when the request went out and no status came back (a timeout, a reset).
+--
+-- Retries follow from it: a call is tried again (up to `retries` times, with
+-- back-off, a fresh nonce and signature each time) only after an error that
+-- was not billed and is `retryable`; never after a billed answer; after an
+-- unknown one only with `retry_unknown = true`. Nothing is sent again
+-- behind your back: when a kept-alive connection dies after the request
+-- went out and before any byte of the answer, libcurl would resend it, but
+-- the gateway may have billed the first; aliocr refuses that resend (both
+-- transports), and the call fails with `transport`, `code` `GOT_NOTHING`,
+-- billing unknown. `idle_timeout` keeps calls off connections idle for
+-- longer than that, where this happens most.
 -- @table Error
--- @field kind what happened (above)
+-- @field kind what happened: one of the kinds above
 -- @field ok from the body when it had one, else 0
 -- @field msg from the body, the gateway's header, or the transport
 -- @field status the HTTP status; nil when none arrived
 -- @field billed `true`, `false`, or nil when unknown (sent, and no status
 --   came back)
--- @field code `X-Ca-Error-Code`, or the transport's code
---   (`COULDNT_CONNECT`, `OPERATION_TIMEDOUT`, ...), `RESPONSE_TOO_LARGE`,
---   `BAD_JSON`, `JSON_TOO_DEEP`
+-- @field code the error's code, nil when there is none; `code_source` says
+--   whose it is
+-- @field code_source whose name `code` is: `"gateway"` for the gateway's
+--   `X-Ca-Error-Code` (e.g. `B403MQ`), `"transport"` for libcurl's names of
+--   a transport failure (`COULDNT_CONNECT`, `OPERATION_TIMEDOUT`,
+--   `GOT_NOTHING`, ...: the nginx transport uses the same names),
+--   `"aliocr"` for aliocr's own codes (`RESPONSE_TOO_LARGE`: a larger answer
+--   than `max_response_bytes`, a 2xx one being a `protocol` error and any
+--   other classified by its status and headers; `BAD_JSON`;
+--   `JSON_TOO_DEEP`); nil when there is no code
 -- @field request_id `X-Ca-Request-Id`, when there was one
 -- @field retryable a new attempt may pass and cannot be billed twice
 -- @field attempts HTTP requests made for the call
--- @field elapsed seconds spent, back-off included
+-- @field elapsed seconds spent, back-off included (absent from the
+--   errors of cancelled calls)
+-- @field unknown_attempts only with `retry_unknown`: the call's earlier
+--   attempts whose billing is unknown (then `billed` is nil, even if the
+--   last answer was not billed)
 
 --- What `client:stats()` returns: calls counted when they end (a batch image
--- or a job is one call).
+-- or a submitted job is one call; retries add attempts, not calls; inside
+-- nginx see @{aliocr.client.Client:stats}). Without `retry_unknown`,
+-- `requests = billed + not_billed + unknown`.
 -- @table Stats
 -- @field requests calls made
 -- @field attempts HTTP requests sent
--- @field billed calls billed (what the gateway bills)
--- @field not_billed calls not billed
--- @field unknown calls whose billing is unknown
--- @field errors `{ [kind] = n }`: failed calls by kind, and `cancelled`
---   for jobs cancelled
+-- @field billed calls whose answer was billed: what the gateway bills, when
+--   `unknown` is 0
+-- @field not_billed calls that cost nothing for sure
+-- @field unknown attempts whose billing is unknown: the gateway billed
+--   between `billed` and `billed + unknown`
+-- @field errors `{ [kind] = n }`: failed calls by error kind (@{Error}),
+--   `cancelled` included
 
 --- What `client:batch` returns after the results.
 -- @table Summary

@@ -115,18 +115,30 @@ end
 --- A client.
 -- @type Client
 
---- Reads an image with interface one (文字识别高精版), waiting for the answer;
--- inside nginx the call yields to nginx instead of blocking. Failures that
--- were not billed and may pass are tried again (`retries`, with back-off).
+--- Reads an image with interface one (文字识别高精版, "advanced": the
+-- interface at `urls.advanced`), waiting for the answer; inside nginx the
+-- call yields to nginx instead of blocking. Failures that were not billed
+-- and may pass are tried again (`retries`, with back-off: see
+-- @{aliocr.Error}).
+--
+-- The image URL is sent as a WHATWG URL parser (a browser, curl) writes it:
+-- a space and bytes outside the URL code points are percent-encoded,
+-- existing `%XX` kept (`aliocr.url`). A non-string or non-http(s) image
+-- URL, one with a control character, a bad host or port, one over 64 KiB
+-- once encoded, or no URL configured for the interface, raises.
 -- @string image_url the image's http(s) URL, which the service downloads
--- @tparam[opt] table opts the call's options:
+-- @tparam[opt] table opts the call's options (each defaults to the
+--   client's setting, where it has one):
 -- @tparam[opt] string|number opts.show the API's display mode: absent, empty
 --   or 0 gives `data` as one string, 1 as an array of `{words}` lines (a
 --   whole number is sent without a `.0`)
 -- @tparam[opt] table opts.params more parameters, `{ name = string|number|boolean }`
--- @tparam[opt] number opts.timeout seconds for one attempt (the client's `timeout`)
+--   (not `url`, nor `show` when `opts.show` is given), sent sorted by name
+-- @tparam[opt] number opts.timeout seconds for one attempt (the client's
+--   `timeout`); in (0, 1000000]
 -- @tparam[opt] string opts.method `"POST"` or `"GET"` (the client's `method`)
--- @tparam[opt] int opts.retries further attempts (the client's `retries`)
+-- @tparam[opt] int opts.retries further attempts (the client's `retries`);
+--   in [0, 1000]
 -- @treturn[1] aliocr.Result the result
 -- @return[2] nil
 -- @treturn[2] aliocr.Error what went wrong, and whether it was billed
@@ -137,8 +149,9 @@ function Client:recognize(image_url, opts)
   return self:_op(self._call, "recognize", image_url, opts)
 end
 
---- Reads an image with interface two (手写体识别), which gives each line's
--- position too (`res.lines[i].position`). Otherwise as @{Client:recognize}.
+--- Reads an image with interface two (手写体识别, "handwriting": the
+-- interface at `urls.handwriting`), which gives each line's position too
+-- (`res.lines[i].position`). Otherwise as @{Client:recognize}.
 -- @string image_url the image's http(s) URL
 -- @tparam[opt] table opts the call's options, as for @{Client:recognize}
 -- @treturn[1] aliocr.Result the result
@@ -226,8 +239,14 @@ end
 --- Starts a call without waiting, for loops that must never block (a game's
 -- frame loop, a tool's event loop). Nothing is sent until the next `poll`,
 -- `wait` or blocking call; at most the client's `concurrency` transfers are
--- under way at once. Not inside nginx (use `batch` there).
--- @string kind `"recognize"` or `"handwriting"`
+-- under way at once; the others wait their turn. A job's `timeout` counts
+-- from the `poll` that started it: a loop that stops polling for longer
+-- than that sees its jobs time out (not billed when nothing of the
+-- request went out). Blocking calls and jobs share the client's
+-- connections; a blocking call made while jobs are pending leaves their
+-- callbacks to the next `poll`. Not inside nginx (use `batch` there).
+-- @string kind the method the job calls: `"recognize"` or `"handwriting"`
+--   (it becomes @{Job.call})
 -- @string image_url the image's http(s) URL
 -- @tparam[opt] table opts the call's options, as for @{Client:recognize}
 -- @tparam[opt] function callback `callback(res, err, job)`, run once from
@@ -298,7 +317,8 @@ end
 -- or back-off once nginx's worker is exiting (QUIT, HUP) or the light
 -- thread that called batch was killed, and those never sent are cancelled
 -- calls, not billed (see @{Client:stats}).
--- @string kind `"recognize"` or `"handwriting"`
+-- @string kind the method each image is read with: `"recognize"` or
+--   `"handwriting"`
 -- @tparam {string,...} urls the images' http(s) URLs
 -- @tparam[opt] table opts the batch's options, and any call option (`show`,
 --   `params`, `timeout`, `method`, `retries`) for every image:
@@ -334,10 +354,23 @@ end
 
 -- The documentation of jobs (lua/aliocr/client/jobs.lua).
 
---- A job: one call started by @{Client:submit}.
+--- A job: one call started by @{Client:submit}. Its callback runs once,
+-- from `poll` or `wait`, never from inside libcurl, with `(res, err, job)`.
+-- A callback may use the client for anything (poll, wait, a blocking call,
+-- cancel, close: then the `poll` or `wait` that ran it returns normally).
+-- `job:cancel()` and `client:close()` may be called from a `__gc`
+-- metamethod at any time (a close in the middle of a call of that client
+-- takes effect when the call returns); any other use of a client from a
+-- finalizer that runs inside one of its calls raises.
 -- @type Job
 
---- `"recognize"` or `"handwriting"`.
+--- The method the job calls: `"recognize"` or `"handwriting"` (the `kind`
+-- given to `submit`).
+-- @field call
+
+--- Deprecated: the same as @{Job.call}, kept for older code. (Named `call`
+-- now so that a job's fields do not share the name `kind` with
+-- @{aliocr.Error}'s `kind`, the error category.)
 -- @field kind
 
 --- The image's URL.
@@ -362,7 +395,11 @@ end
 -- its callback will not run, and it counts as a call in `stats()` with
 -- `errors.cancelled`: billing `unknown` if it was under way (the request may
 -- have reached the gateway), `not_billed` if it was queued or waiting for a
--- retry.
+-- retry (`unknown` if an earlier attempt's billing was). A job whose answer
+-- has already arrived (a blocking call drove it) cannot be cancelled: false,
+-- and its callback runs at the next `poll` with the real outcome.
+-- Cancelling never starts another job (the next `poll` does). The job's
+-- `error` is then one of kind `cancelled`, with its billing.
 -- @function Job:cancel
 -- @treturn boolean true if it was cancelled, false if it had finished
 

@@ -1,16 +1,18 @@
--- The README says what the code does: its curl examples, run against a
--- fresh emulator, print what the README shows, and every option of
+-- The README and the emulator's README say what the code does: the quick
+-- start runs as it says, the emulator README's curl examples, run against a
+-- fresh emulator, print what it shows, and every option of
 -- `bin/aliocr-emulator --help` is in its options table.
 local emulator = require("helpers.emulator")
 local sh = require("helpers.sh")
 
 local readme = sh.read_all("README.md")
+local emulator_readme = sh.read_all("emulator/README.md")
 
--- The examples of the section "Calling it with curl": each `curl` line with
--- the lines the README shows under it.
+-- The examples of the emulator README's section "Calling it with curl":
+-- each `curl` line with the lines it shows under it.
 local function examples()
-  local section = readme:match("### Calling it with curl\n(.-)\n###")
-  assert(section, "README has no section 'Calling it with curl'")
+  local section = emulator_readme:match("\n## Calling it with curl\n(.-)\n## ")
+  assert(section, "emulator/README.md has no section 'Calling it with curl'")
   local list = {}
   for block in section:gmatch("```sh\n(.-)```") do
     for line in block:gmatch("[^\n]+") do
@@ -39,16 +41,16 @@ describe("README", function()
   setup(function() emu = emulator.start({ "--port", "0", "--appcode", "demo" }) end)
   teardown(function() assert.same({ processes = {}, files = {} }, emu:stop()) end)
 
-  it("has curl examples that print what it shows, against a fresh emulator", function()
+  it("has curl examples (in emulator/README.md) that print what it shows, against a fresh emulator", function()
     local list = examples()
-    assert.truthy(#list >= 5, "expected the README's curl examples")
+    assert.truthy(#list >= 5, "expected the emulator README's curl examples")
     for _, ex in ipairs(list) do
       assert.truthy(#ex.expect > 0, "no output shown for: " .. ex.command)
       local out = sh.capture("E=" .. sh.q(emu.endpoint) .. "; " .. ex.command .. " 2>&1")
       local lines = {}
       for line in out:gmatch("[^\r\n]+") do lines[#lines + 1] = line end
       -- Each line shown must come, in order, among the lines printed (curl -i
-      -- prints more headers than the README shows).
+      -- prints more headers than the page shows).
       local at = 1
       for _, want in ipairs(ex.expect) do
         local p = pattern(want)
@@ -85,15 +87,29 @@ describe("README", function()
     assert(ok, err)
   end)
 
-  it("lists every option of bin/aliocr-emulator --help", function()
+  it("reads in ten minutes, and links the rest of the docs", function()
+    local _, words = readme:gsub("%S+", "")
+    assert.truthy(words <= 2000, "a README of " .. words .. " words (at most 2000: ten minutes)")
+    for _, section in ipairs({ "## The two commands", "## Quick start", "## The Lua API", "## Errors and billing" }) do
+      assert.truthy(readme:find("\n" .. section, 1, true), "README lacks the section " .. section)
+    end
+    local pages = { "emulator/README.md" }
+    for name in sh.capture("ls docs"):gmatch("[^\n]+") do pages[#pages + 1] = "docs/" .. name end
+    assert.truthy(#pages >= 5, "expected the pages of docs/")
+    for _, page in ipairs(pages) do
+      assert.truthy(readme:find("](" .. page .. ")", 1, true), "README does not link " .. page)
+    end
+  end)
+
+  it("lists every option of bin/aliocr-emulator --help (in emulator/README.md)", function()
     local help = sh.capture(emulator.bin .. " --help")
-    local table_rows = readme:match("### Options\n(.-)\n###")
-    assert.truthy(table_rows)
+    local table_rows = emulator_readme:match("\n## Options\n(.-)\n## ")
+    assert.truthy(table_rows, "emulator/README.md has no section 'Options'")
     local n = 0
     for opt in help:gmatch("%s(%-%-[%w%-]+)") do
       if opt ~= "--help" then
         n = n + 1
-        assert.truthy(table_rows:find("`" .. opt, 1, true), opt .. " is not in the README's options table")
+        assert.truthy(table_rows:find("`" .. opt, 1, true), opt .. " is not in emulator/README.md's options table")
       end
     end
     assert.truthy(n >= 15)
