@@ -22,8 +22,8 @@ What it prints, one "name value" line each, then "ready":
   control      the control endpoint       images       sample images served on loopback
 
 Interface one answers `data` as one string when `show` is absent, empty or 0,
-and as an array of {words} when `show` is 1. See README.md for the control
-endpoint and the fault modes.]])
+and as an array of {words} when `show` is 1. See emulator/README.md for the
+control endpoint and the fault modes.]])
   parser:option("--host", "Loopback address to listen on.", "127.0.0.1")
   parser:option("--port", "HTTP port of the API; 0 picks a free port.", "8080")
   parser:option("--https-port", "Also serve the API over HTTPS on this port; 0 picks a free port.")

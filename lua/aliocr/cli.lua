@@ -1,7 +1,6 @@
 -- The command line tool, bin/aliocr, as a module: `main(argv[, sys])` runs
 -- it and returns its exit status (bin/aliocr is a shim that exits with it).
--- What it does is its --help (aliocr.cli.options) and the README's "Command
--- line" section. Its parts: aliocr.cli.options (the command line),
+-- What it does is its --help (aliocr.cli.options) and docs/cli.md. Its parts: aliocr.cli.options (the command line),
 -- aliocr.cli.inputs (where image URLs come from), aliocr.cli.run (sending
 -- and stopping), aliocr.cli.output (the formats), aliocr.cli.progress (the
 -- bar), aliocr.cli.codes (the exit statuses).

@@ -97,8 +97,12 @@ end
 local function from_errors()
   local kinds, codes = {}, {}
   for line in sh.read_all("lua/aliocr/errors.lua"):gmatch("[^\n]+") do
-    if line:find("kind = ", 1, true) or line:find('return "%l+", ') then
-      for k in line:gmatch('"(%l+)"') do kinds[k] = true end
+    -- The value of a `kind = ...` field (up to the next field), or what a
+    -- `return "kind", retryable` line returns.
+    local value = line:match("kind = (.-),%s*[%a_]+ =") or line:match("kind = (.*)$") or
+      line:match('return ("%l+"), ')
+    if value then
+      for k in value:gmatch('"(%l+)"') do kinds[k] = true end
     end
     if line:find("code = ", 1, true) then
       for c in line:gmatch('"(%u[%u_]+)"') do codes[c] = true end

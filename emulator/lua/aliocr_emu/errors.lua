@@ -3,7 +3,7 @@
 -- "vpc" instances add the six-character X-Ca-Error-Code and use its status.
 -- Sources: ../shared/reference/aliyun-gateway.md, tables 3.1 and 3.2. Rows
 -- the reference marks [unconfirmed] are best guesses and documented as such
--- in the README.
+-- in emulator/README.md.
 --
 -- Each row: classic = { status, message }, vpc = { code, message }; the VPC
 -- status is the code's characters 2-4. A "%s" in a message takes a detail.
