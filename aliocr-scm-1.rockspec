@@ -21,7 +21,9 @@ emulator for offline testing (bin/aliocr-emulator, in the source tree).]],
 -- command line tool (bin/aliocr, which runs the module aliocr.cli).
 dependencies = { "lua >= 5.1", "lua-cjson", "argparse" }
 
--- libcurl for HTTP, OpenSSL's libcrypto for the request signatures. Found
+-- libcurl (7.58.0 or newer: the options newer than that are used only when
+-- the libcurl built against has them, see docs/development.md) for HTTP,
+-- OpenSSL's libcrypto for the request signatures. Found
 -- by their libraries: Debian keeps curl/curl.h in a multiarch directory
 -- that the compiler searches but LuaRocks' header check does not.
 external_dependencies = {

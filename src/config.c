@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -147,7 +148,7 @@ static int config_new(lua_State *L)
     luaL_checktype(L, -1, LUA_TTABLE);
     for (i = 0; i < ALIOCR_APIS; i++) {
         if (copy_field(L, lua_gettop(L), API_NAMES[i], 1, &c->url[i])) {
-            if (strncmp(c->url[i], "http://", 7) != 0 && strncmp(c->url[i], "https://", 8) != 0)
+            if (strncasecmp(c->url[i], "http://", 7) != 0 && strncasecmp(c->url[i], "https://", 8) != 0)
                 return luaL_error(L, "config urls must be http:// or https:// URLs");
             c->path[i] = path_of(c->url[i]);
         }

@@ -20,14 +20,16 @@
  *   (CURLOPT_FORBID_REUSE), so that there is never such a resend.
  * - CURLOPT_MAXAGE_CONN (7.65.0), the client's idle_timeout: without it
  *   libcurl's own limit applies (118 s).
- * - curl_multi_poll (7.66.0): curl_multi_wait otherwise (the same here: the
- *   engine is never woken up from another thread).
+ * - curl_multi_poll (7.66.0): curl_multi_wait otherwise, with a sleep when
+ *   libcurl has no socket to wait on (the engine is never woken up from
+ *   another thread, so nothing else differs).
  * Only the libcurl of Debian 12 (7.88.1) is tested.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine.h"
 
@@ -36,7 +38,27 @@ static CURLMcode wait_for_activity(CURLM *multi, int wait_ms)
 #if LIBCURL_VERSION_NUM >= 0x074200
     return curl_multi_poll(multi, NULL, 0, wait_ms, NULL);
 #else
-    return curl_multi_wait(multi, NULL, 0, wait_ms, NULL);
+    /* curl_multi_wait returns at once when libcurl has no socket to wait on
+     * (while it resolves a name, say): then sleep until libcurl's own
+     * timeout or wait_ms, so that the callers do not spin. */
+    int numfds = 0;
+    double started = aliocr_monotonic();
+    CURLMcode mc = curl_multi_wait(multi, NULL, 0, wait_ms, &numfds);
+    if (mc == CURLM_OK && numfds == 0) {
+        long t = -1;
+        double left;
+        curl_multi_timeout(multi, &t);
+        if (t < 0 || t > wait_ms)
+            t = wait_ms;
+        left = (double)t / 1000 - (aliocr_monotonic() - started);
+        if (left > 0) {
+            struct timespec ts;
+            ts.tv_sec = (time_t)left;
+            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+            nanosleep(&ts, NULL);
+        }
+    }
+    return mc;
 #endif
 }
 
@@ -230,7 +252,10 @@ static job *start(lua_State *L, engine *e, int i)
         luaL_error(L, "the timeout must be from 1 to 2147483647 ms");
     if (e->config->mode == 0)
         luaL_error(L, "attempt to use a closed aliocr configuration");
-    aliocr_call_read(L, i, e->config, &call); /* no allocation of Lua's: no finalizer runs */
+    /* call_read takes strings as they are, without converting: no
+     * allocation of Lua's, so no finalizer runs between the check above
+     * and the build below. */
+    aliocr_call_read(L, i, e->config, &call);
     if (e->closed) {
         aliocr_call_free(&call);
         luaL_error(L, "attempt to use a closed aliocr engine");

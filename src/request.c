@@ -224,14 +224,41 @@ void aliocr_request_free(aliocr_request *r)
     aliocr_buffer_free(&r->to_sign, 0);
 }
 
+/* The string at stack index i, taken as it is: a number is not converted
+ * (converting allocates, and an allocation may run a finalizer that closes
+ * the configuration in the middle of a call). NULL when absent (nil or
+ * none) and `optional`; raises otherwise. */
+static const char *string_arg(lua_State *L, int i, const char *what, int optional, size_t *len)
+{
+    if (optional && lua_isnoneornil(L, i))
+        return NULL;
+    if (lua_type(L, i) != LUA_TSTRING)
+        luaL_error(L, "%s must be a string", what);
+    return lua_tolstring(L, i, len);
+}
+
 void aliocr_call_read(lua_State *L, int i, const aliocr_config *c, aliocr_call *call)
 {
-    static const char *const apis[] = {"advanced", "handwriting", NULL};
+    static const char *const apis[ALIOCR_APIS] = {"advanced", "handwriting"};
+    const char *api, *m;
     memset(call, 0, sizeof *call);
-    call->api = luaL_checkoption(L, i, NULL, apis);
-    if (!c->url[call->api])
+    api = string_arg(L, i, "the interface", 0, NULL);
+    for (call->api = 0; call->api < ALIOCR_APIS && strcmp(api, apis[call->api]) != 0; call->api++)
+        ;
+    if (call->api == ALIOCR_APIS) {
+        luaL_error(L, "the interface must be \"advanced\" or \"handwriting\"");
+        return; /* not reached: luaL_error does not return */
+    }
+    if (!c->url[call->api]) {
         luaL_error(L, "no URL for interface '%s'", apis[call->api]);
-    call->image = luaL_checklstring(L, i + 1, &call->image_len);
+        return; /* not reached */
+    }
+    call->image = string_arg(L, i + 1, "the image URL", 0, &call->image_len);
+    /* The method before the parameters: nothing is allocated yet if it raises. */
+    m = string_arg(L, i + 3, "the method", 1, NULL);
+    call->post = m ? strcmp(m, "POST") == 0 : c->post;
+    if (m && !call->post && strcmp(m, "GET") != 0)
+        luaL_error(L, "the method must be \"GET\" or \"POST\"");
     if (!lua_isnoneornil(L, i + 2)) {
         int n;
         luaL_checktype(L, i + 2, LUA_TTABLE);
@@ -261,12 +288,6 @@ void aliocr_call_read(lua_State *L, int i, const aliocr_config *c, aliocr_call *
             }
             call->nextra = n / 2;
         }
-    }
-    {
-        const char *m = luaL_optstring(L, i + 3, NULL);
-        call->post = m ? strcmp(m, "POST") == 0 : c->post;
-        if (m && !call->post && strcmp(m, "GET") != 0)
-            luaL_error(L, "the method must be \"GET\" or \"POST\"");
     }
 }
 
@@ -312,13 +333,21 @@ static int push_request(lua_State *L)
 int aliocr_config_request(lua_State *L)
 {
     aliocr_config *c = aliocr_check_config(L, 1);
-    const char *nonce = luaL_optstring(L, 6, NULL), *stamp = luaL_optstring(L, 7, NULL);
+    const char *nonce, *stamp;
+    size_t nn = 0, ns = 0;
     aliocr_call call;
     aliocr_request r;
     int rc;
     memset(&r, 0, sizeof r);
     lua_settop(L, 7);
     lua_pushcfunction(L, push_request); /* before anything is allocated (it may raise on 5.1) */
+    nonce = string_arg(L, 6, "the nonce", 1, &nn);
+    stamp = string_arg(L, 7, "the timestamp", 1, &ns);
+    if ((nonce && (strcspn(nonce, "\r\n") != nn || memchr(nonce, '\0', nn))) ||
+        (stamp && (strcspn(stamp, "\r\n") != ns || memchr(stamp, '\0', ns))))
+        return luaL_error(L, "the nonce and the timestamp must not contain CR, LF or NUL");
+    if (c->mode == 0) /* closed by a finalizer that pushing the builder ran */
+        return luaL_error(L, "attempt to use a closed aliocr configuration");
     aliocr_call_read(L, 2, c, &call);
     call.nonce = nonce;
     call.timestamp = stamp;

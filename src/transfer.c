@@ -119,6 +119,13 @@ void aliocr_job_recycle(engine *e, job *j)
 {
     curl_slist_free_all(j->own_headers);
     j->own_headers = NULL;
+#ifndef HAVE_PREREQ
+    /* Without on_prereq, whether a job's request went out is told by
+     * CURLINFO_REQUEST_SIZE alone, which a kept handle carries over from its
+     * last transfer until libcurl starts the next: no job is kept. */
+    aliocr_job_destroy(j);
+    return;
+#endif
     if (e->closed || e->nidle >= IDLE_MAX) {
         aliocr_job_destroy(j);
         return;
