@@ -31,10 +31,12 @@
 
 void aliocr_push_headers(lua_State *L, const char *p, size_t n, int only_ca)
 {
-    const char *end = p + n, *first = p, *s;
+    const char *end, *first, *s;
     lua_newtable(L);
     if (!p || n == 0)
-        return;
+        return; /* no header line at all (and no pointer arithmetic on NULL) */
+    end = p + n;
+    first = p;
     /* The last status line: interim (1xx) and proxy answers come before it. */
     for (s = p; s < end; s++) {
         if ((s == p || s[-1] == '\n') && end - s >= 5 && memcmp(s, "HTTP/", 5) == 0)

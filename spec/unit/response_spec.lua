@@ -67,6 +67,13 @@ describe("the response table", function()
     assert.same({ 200, {} }, { t.status, t.headers })
   end)
 
+  it("an answer with no header line at all (a fuzzer's find: no pointer arithmetic on NULL)", function()
+    local r = read("HTTP/1.1 204 No Content\r\n\r\n")
+    local status, headers = r:head()
+    assert.same({ 204, {} }, { status, headers })
+    assert.same({ status = 204, sent = true, too_large = false, headers = {}, body = "" }, r:response(decode, true))
+  end)
+
   it("a refused resend: GOT_NOTHING, worded once for both transports", function()
     local r = core.http_reader(100)
     local t = r:response(decode, true, nil, nil, true)
