@@ -81,8 +81,9 @@ int aliocr_sign(const aliocr_config *c, const char *msg, size_t n, char *out);
 /* The request of one attempt: what a transport sends, whichever it is. */
 typedef struct aliocr_request {
     int post;
+    const char *to;              /* the URL to send to: the interface's, or url.data (a GET's) */
     aliocr_buffer form;          /* url=<image>&k=v...: the body, or the query of a GET */
-    aliocr_buffer url;           /* the URL to send to (a GET's with its query) */
+    aliocr_buffer url;           /* a GET's URL, with the form as its query */
     aliocr_buffer headers;       /* the header lines, each NUL-terminated */
     int nheaders;
     size_t header_at[ALIOCR_HEADERS_MAX]; /* where each line starts in headers */
@@ -101,11 +102,13 @@ typedef struct aliocr_call {
     const size_t *extra_len;
     int post;
     const char *nonce, *timestamp;
+    int no_headers;              /* the caller has the header lines already (AppCode mode) */
 } aliocr_call;
 
 /* Builds the request of a call into r (whose buffers are reused): 0, or -1
  * when out of memory or the HMAC failed. AppCode mode puts the
- * Authorization line last. */
+ * Authorization line last; with call->no_headers it makes no header line
+ * (they are the same for every call of a method there). */
 int aliocr_request_build(const aliocr_config *c, const aliocr_call *call, aliocr_request *r);
 /* Header line i of a built request. */
 const char *aliocr_request_header(const aliocr_request *r, int i);

@@ -28,6 +28,10 @@ typedef struct job {
     int requests;              /* requests libcurl began for this transfer */
     int resend_refused;        /* a resend after the request went out was stopped */
     CURLcode result;
+    /* What the easy handle was last given, not to give it again. */
+    const char *set_url;       /* an interface URL (a GET's URL is always set) */
+    struct curl_slist *set_headers;
+    long set_timeout_ms;
 } job;
 
 typedef struct engine {

@@ -189,10 +189,17 @@ int aliocr_request_build(const aliocr_config *c, const aliocr_call *call, aliocr
         rc |= aliocr_buffer_append(&r->form, "=", 1);
         rc |= append_escaped(&r->form, ps[i].v, ps[i].vn);
     }
-    rc |= aliocr_buffer_puts(&r->url, url);
+    r->to = url;
     if (!r->post) {
+        rc |= aliocr_buffer_puts(&r->url, url);
         rc |= aliocr_buffer_append(&r->url, "?", 1);
         rc |= aliocr_buffer_append(&r->url, r->form.data, r->form.len);
+        r->to = r->url.data;
+    }
+    if (call->no_headers && c->mode == ALIOCR_APPCODE) {
+        if (ps != fixed)
+            free(ps);
+        return rc ? -1 : 0;
     }
     rc |= header(r, "Accept", ACCEPT);
     if (r->post)
@@ -313,7 +320,7 @@ static int push_request(lua_State *L)
 {
     const aliocr_request *r = lua_touserdata(L, 1);
     int i, signed_ = lua_toboolean(L, 2);
-    lua_pushlstring(L, r->url.data, r->url.len);
+    lua_pushstring(L, r->to);
     lua_createtable(L, r->nheaders, 0);
     for (i = 0; i < r->nheaders; i++) {
         lua_pushstring(L, aliocr_request_header(r, i));

@@ -214,10 +214,12 @@ int aliocr_job_prepare(engine *e, job *j, const aliocr_call *call, long timeout_
 {
     struct curl_slist *headers;
     CURLcode rc = CURLE_OK;
-    if (aliocr_request_build(e->config, call, &j->req) != 0)
+    aliocr_call c = *call;
+    /* AppCode mode: the same lines for every call of a method, made once. */
+    c.no_headers = e->config->mode == ALIOCR_APPCODE && e->fixed[c.post] != NULL;
+    if (aliocr_request_build(e->config, &c, &j->req) != 0)
         return -1;
     if (e->config->mode == ALIOCR_APPCODE) {
-        /* The same lines for every call of a method: made once. */
         if (!e->fixed[j->req.post] && !(e->fixed[j->req.post] = header_list(&j->req)))
             return -1;
         headers = e->fixed[j->req.post];
@@ -232,9 +234,21 @@ int aliocr_job_prepare(engine *e, job *j, const aliocr_call *call, long timeout_
     j->errbuf[0] = '\0';
     j->result = CURLE_OK;
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(j->easy, opt, val); } while (0)
-    SET(CURLOPT_URL, j->req.url.data);
-    SET(CURLOPT_HTTPHEADER, headers);
-    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+    /* What is as the last call left it is not set again (libcurl copies a
+     * URL it is given: an interface URL is compared by its pointer, which
+     * the configuration keeps). */
+    if (!j->req.post || j->set_url != j->req.to) {
+        SET(CURLOPT_URL, j->req.to);
+        j->set_url = j->req.post && rc == CURLE_OK ? j->req.to : NULL;
+    }
+    if (j->set_headers != headers) {
+        SET(CURLOPT_HTTPHEADER, headers);
+        j->set_headers = rc == CURLE_OK ? headers : NULL;
+    }
+    if (j->set_timeout_ms != timeout_ms) {
+        SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+        j->set_timeout_ms = rc == CURLE_OK ? timeout_ms : 0;
+    }
     if (j->req.post) {
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->req.form.len);
         SET(CURLOPT_POSTFIELDS, j->req.form.data); /* the job keeps it until the transfer ends */

@@ -344,8 +344,8 @@ function Client:batch(kind, urls, opts)
   if on_progress ~= nil and type(on_progress) ~= "function" then fail("on_progress must be a function") end
   local total = #urls
   -- Misuse raises before anything is sent, whatever the list holds.
-  local plan = self:_plan(kind, call_opts)
-  for i = 1, total do self:_prepare(kind, urls[i], call_opts, plan) end
+  self:_plan(kind, call_opts)
+  for i = 1, total do self:_image(urls[i]) end
 
   self:_check_place()
   if self._via.light_threads then return self:_batch_threads(kind, urls, call_opts, limit, on_progress) end

@@ -33,8 +33,12 @@ function M.engine(config, s)
   })
 end
 
+-- Whether this process runs nginx's Lua module: it cannot change.
+local in_nginx
+
 function M.check_place()
-  if resty.available() then
+  if in_nginx == nil then in_nginx = resty.available() end
+  if in_nginx then
     return "the curl transport would block nginx's worker: inside nginx use transport \"resty\" (the default there)"
   end
   return nil

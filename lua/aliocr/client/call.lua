@@ -91,11 +91,9 @@ function Client:_plan(kind, opts)
   }
 end
 
--- Checks a call and makes its plan: raises on misuse, before anything is
--- sent. `kind` is "recognize" or "handwriting"; `plan` is the plan of the
--- kind and options, when the caller made it already.
-function Client:_prepare(kind, image_url, opts, plan)
-  plan = plan or self:_plan(kind, opts)
+-- Checks a call's image URL (raises on misuse, before anything is sent) and
+-- returns it as it is sent.
+function Client:_image(image_url)
   if type(image_url) ~= "string" then
     fail("the image URL must be a string, got " .. type(image_url))
   end
@@ -112,8 +110,7 @@ function Client:_prepare(kind, image_url, opts, plan)
     end
     if sent == image_url then self._checked_url = image_url end
   end
-  return { api = plan.api, image = sent, method = plan.method, retries = plan.retries, timeout_ms = plan.timeout_ms,
-    extra = plan.extra }
+  return sent
 end
 
 -- What an attempt's response means: the result; or the error and whether
@@ -193,9 +190,11 @@ end
 -- One blocking call (with its retries); inside nginx it yields instead.
 function Client:_call(kind, image_url, opts, stop)
   local started, attempts, unknown = monotonic(), 0, 0
-  local call = self:_prepare(kind, image_url, opts, opts == nil and self:_default_plan(kind) or nil)
+  local call = opts == nil and self:_default_plan(kind) or self:_plan(kind, opts)
+  local image = self:_image(image_url)
   self:_check_place()
-  if self._via.supports_jobs then self:_pump() end -- jobs submitted before go out along with this call
+  -- Jobs submitted before go out along with this call.
+  if self._via.supports_jobs and (self._nqueued > 0 or next(self._retrying)) then self:_pump() end
   -- Inside nginx: what the call counts as until its answer settles it (see
   -- _provisional).
   local counts = self._via.light_threads and { counted = false, unknown = 0 } or nil
@@ -222,7 +221,7 @@ function Client:_call(kind, image_url, opts, stop)
         sent = true
         self:_provisional(counts, unknown + 1)
       end
-      local ok, r = pcall(self._engine.perform, self._engine, call.api, call.image, call.extra, call.method,
+      local ok, r = pcall(self._engine.perform, self._engine, call.api, image, call.extra, call.method,
         call.timeout_ms, on_send)
       if not ok then
         -- Closed meanwhile by another light thread (the engine and the
@@ -240,7 +239,7 @@ function Client:_call(kind, image_url, opts, stop)
       end
       response = r
     else
-      response = self._engine:perform(call.api, call.image, call.extra, call.method, call.timeout_ms)
+      response = self._engine:perform(call.api, image, call.extra, call.method, call.timeout_ms)
     end
     local res, err, again, u = self:_outcome(call, response, attempts, started, unknown)
     if not again then

@@ -101,7 +101,8 @@ end
 function Client:_new_job(kind, image_url, opts, callback, owner)
   return setmetatable({
     -- `call` names the method the job calls; `kind` is its old name, kept.
-    _client = self, _request = self:_prepare(kind, image_url, opts), call = kind, kind = kind, image_url = image_url,
+    _client = self, _plan = self:_plan(kind, opts), call = kind, kind = kind, image_url = image_url,
+    _image = self:_image(image_url),
     callback = callback, attempts = 0, state = "queued", _started = monotonic(), _unknown = 0,
     _owner = owner,
   }, Job)
@@ -111,14 +112,14 @@ end
 function Client:_start(job)
   job.state = "starting"
   self._starting = job
-  local call = job._request
+  local call = job._plan
   self._starting = nil
   if job.state ~= "starting" or self._closed then
     -- Cancelled meanwhile (from a finalizer), or the client closed.
     if job.state == "starting" then job:_cancel() end
     return
   end
-  job._id = self._engine:add(call.api, call.image, call.extra, call.method, call.timeout_ms)
+  job._id = self._engine:add(call.api, job._image, call.extra, call.method, call.timeout_ms)
   job.attempts = job.attempts + 1
   self._stats.attempts = self._stats.attempts + 1
   job.state = "running"
@@ -179,7 +180,7 @@ function Client:_on_response(response)
   -- The outcome first (it accounts a final one), then the job's state: an
   -- error raised while the outcome is made (an interrupt, a finalizer's
   -- error) leaves the job as it was, and the response for the next drive.
-  local res, err, again, unknown = self:_outcome(job._request, response, job.attempts, job._started, job._unknown)
+  local res, err, again, unknown = self:_outcome(job._plan, response, job.attempts, job._started, job._unknown)
   self._running[response.id] = nil
   if not job._owner then self._active = self._active - 1 end
   if again then
