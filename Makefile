@@ -74,11 +74,15 @@ test: all
 unit: all
 	@spec/run spec/unit
 
+# The runs whose cost is the CPU (valgrind, the sanitizers) go as this many
+# runs side by side (spec/run-split): one per core.
+SPEC_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+
 # The unit and integration specs with their Lua process inside valgrind's
 # memcheck: 0 errors, 0 bytes definitely lost. (The repo specs check files
 # and run other programs: memcheck would trace nothing of theirs.)
 valgrind: all
-	@VALGRIND=1 LUA=$(LUA) spec/run spec/unit spec/integration
+	@VALGRIND=1 LUA=$(LUA) spec/run-split $(SPEC_JOBS) spec/unit spec/integration
 
 # The C core built with AddressSanitizer and UndefinedBehaviorSanitizer, and
 # the unit and integration specs run against it under lua5.4 (spec/run
@@ -100,7 +104,7 @@ build/asan/lua: spec/asan_lua.c
 
 asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
-	@ASAN=1 spec/run spec/unit spec/integration
+	@ASAN=1 spec/run-split $(SPEC_JOBS) spec/unit spec/integration
 
 # The model-based test (spec/integration/model_spec.lua,
 # spec/helpers/model.lua) at length: MODEL_OPS random operations (submit,
@@ -115,16 +119,19 @@ asan: all
 # faults) for MODEL_NGINX_OPS operations in
 # MODEL_NGINX_SEQS sequences against the emulator's ledger and the worker's
 # memory (the core inside nginx is the LuaJIT build: no sanitizers there).
+# The two run side by side; their output is printed once both are done.
 MODEL_OPS  ?= 60000
 MODEL_SEQS ?= 120
 MODEL_NGINX_OPS  ?= 1500
 MODEL_NGINX_SEQS ?= 30
 model: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
-	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/integration/model_spec.lua 2>&1 | \
-	  tee build/model.log; \
-	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/integration/model_nginx_spec.lua 2>&1 | \
-	  tee build/model_nginx.log; \
+	@ASAN=1 MODEL_OPS=$(MODEL_OPS) MODEL_SEQS=$(MODEL_SEQS) spec/run spec/integration/model_spec.lua \
+	  > build/model.log 2>&1 & \
+	  MODEL_OPS=$(MODEL_NGINX_OPS) MODEL_SEQS=$(MODEL_NGINX_SEQS) spec/run spec/integration/model_nginx_spec.lua \
+	  > build/model_nginx.log 2>&1; \
+	  wait; \
+	  cat build/model.log build/model_nginx.log; \
 	  cat build/model.log build/model_nginx.log | awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } \
 	    END { print p " passed, " f " failed"; exit f > 0 }'
 

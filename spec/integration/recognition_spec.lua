@@ -35,6 +35,15 @@ local function edges(p)
   return { left = p.left, top = p.top, right = p.left + p.width, bottom = p.top + p.height }
 end
 
+-- The backend runs inside the emulator (nginx, LuaJIT), and Tesseract is the
+-- heaviest thing the specs start: this spec runs once per make test. The
+-- client's side of every data shape runs on every runtime in
+-- client_calls_spec, against the canned backend.
+if not util.nginx_only_here() then
+  describe("recognition with the emulator's tesseract backend", function() pending(util.NGINX_ONLY) end)
+  return
+end
+
 describe("recognition with the emulator's tesseract backend", function()
   local emu, dir, client, images
 
