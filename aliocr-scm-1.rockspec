@@ -36,7 +36,7 @@ build = {
   modules = {
     ["aliocr.core"] = {
       sources = { "src/core.c", "src/buffer.c", "src/config.c", "src/request.c", "src/json.c", "src/response.c",
-                  "src/engine.c", "src/transfer.c", "src/http.c", "src/http_parser.c" },
+                  "src/engine.c", "src/drive.c", "src/transfer.c", "src/http.c", "src/http_parser.c" },
       libraries = { "curl", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },

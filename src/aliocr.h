@@ -8,8 +8,9 @@
  *   request.c     a call's request: form encoding, headers, signature
  *   json.c        JSON decoding with the Lua layer's decoder
  *   response.c    the response table both transports return
- *   engine.c      aliocr.Engine: the libcurl transport's multi handle and
- *                 methods (engine.h: its types)
+ *   engine.c      aliocr.Engine: the libcurl transport's methods (engine.h:
+ *                 its types, and the libcurl floor)
+ *   drive.c       its multi handle driven, and its lists of transfers
  *   transfer.c    one transfer of it: an easy handle, libcurl's callbacks
  *   http_parser.c the nginx transport's HTTP reader (http.h: its type)
  *   http.c        aliocr.HttpReader: its Lua binding

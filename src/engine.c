@@ -12,57 +12,16 @@
  * libcurl's callbacks only append to C buffers; Lua runs only in the
  * engine's methods, after a transfer is complete.
  *
- * libcurl floor: 7.58.0. Newer options are used when built against a libcurl
- * that has them, with these fallbacks otherwise:
- * - CURLOPT_PREREQFUNCTION (7.80.0) refuses libcurl's own resend of a
- *   request that went out on a kept-alive connection that then died (the
- *   gateway may have billed it). Without it, connections are not reused
- *   (CURLOPT_FORBID_REUSE), so that there is never such a resend.
- * - CURLOPT_MAXAGE_CONN (7.65.0), the client's idle_timeout: without it
- *   libcurl's own limit applies (118 s).
- * - curl_multi_poll (7.66.0): curl_multi_wait otherwise, with a sleep when
- *   libcurl has no socket to wait on (the engine is never woken up from
- *   another thread, so nothing else differs).
- * Only the libcurl of Debian 12 (7.88.1) is tested.
+ * libcurl floor: 7.58.0, with the fallbacks engine.h lists.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine.h"
 
-static CURLMcode wait_for_activity(CURLM *multi, int wait_ms)
-{
-#if LIBCURL_VERSION_NUM >= 0x074200
-    return curl_multi_poll(multi, NULL, 0, wait_ms, NULL);
-#else
-    /* curl_multi_wait returns at once when libcurl has no socket to wait on
-     * (while it resolves a name, say): then sleep until libcurl's own
-     * timeout or wait_ms, so that the callers do not spin. */
-    int numfds = 0;
-    double started = aliocr_monotonic();
-    CURLMcode mc = curl_multi_wait(multi, NULL, 0, wait_ms, &numfds);
-    if (mc == CURLM_OK && numfds == 0) {
-        long t = -1;
-        double left;
-        curl_multi_timeout(multi, &t);
-        if (t < 0 || t > wait_ms)
-            t = wait_ms;
-        left = (double)t / 1000 - (aliocr_monotonic() - started);
-        if (left > 0) {
-            struct timespec ts;
-            ts.tv_sec = (time_t)left;
-            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-            nanosleep(&ts, NULL);
-        }
-    }
-    return mc;
-#endif
-}
-
-/* Lists ------------------------------------------------------------------------ */
+/* Methods' helpers ------------------------------------------------------------ */
 
 static engine *check_engine(lua_State *L, int i)
 {
@@ -72,137 +31,11 @@ static engine *check_engine(lua_State *L, int i)
     return e;
 }
 
-static void unlink_job(job **list, job *j)
-{
-    for (; *list; list = &(*list)->next) {
-        if (*list == j) {
-            *list = j->next;
-            j->next = NULL;
-            return;
-        }
-    }
-}
-
-static void unlink_done(engine *e, job *j)
-{
-    job *prev = NULL, *k;
-    for (k = e->done; k; prev = k, k = k->next) {
-        if (k == j) {
-            if (prev)
-                prev->next = j->next;
-            else
-                e->done = j->next;
-            if (e->done_tail == j)
-                e->done_tail = prev;
-            j->next = NULL;
-            return;
-        }
-    }
-}
-
-/* Moves finished transfers from the active list to the done list. */
-static void harvest(engine *e)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
-        job *j = NULL;
-        CURL *easy = msg->easy_handle;
-        CURLcode result = msg->data.result;
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&j);
-        curl_multi_remove_handle(e->multi, easy); /* its connection goes back to the cache */
-        if (!j)
-            continue;
-        j->result = result;
-        unlink_job(&e->active, j);
-        if (e->done_tail)
-            e->done_tail->next = j;
-        else
-            e->done = j;
-        e->done_tail = j;
-    }
-}
-
-static int is_done(const engine *e, const job *target)
-{
-    const job *k;
-    if (!target)
-        return e->done != NULL;
-    for (k = e->done; k; k = k->next)
-        if (k == target)
-            return 1;
-    return 0;
-}
-
-/* Drives transfers: one pass when wait_ms is 0; otherwise, unless `target`
- * (or, with no target, any transfer) has finished, waits up to wait_ms for
- * activity on the sockets and makes another pass. */
-static CURLMcode drive(engine *e, int wait_ms, job *target)
-{
-    int running = 0;
-    CURLMcode mc = curl_multi_perform(e->multi, &running);
-    harvest(e);
-    if (mc == CURLM_OK && wait_ms > 0 && running > 0 && !is_done(e, target)) {
-        mc = wait_for_activity(e->multi, wait_ms);
-        if (mc == CURLM_OK)
-            mc = curl_multi_perform(e->multi, &running);
-        harvest(e);
-    }
-    return mc;
-}
-
 /* Raises for a failure of the multi handle itself (out of memory, a broken
  * handle): driving it again would fail again, so no loop may go on. */
 static int multi_failed(lua_State *L, CURLMcode mc)
 {
     return luaL_error(L, "libcurl's multi interface failed: %s", curl_multi_strerror(mc));
-}
-
-/* Drives until job j has finished and takes it off the engine's lists:
- * CURLM_OK, or the multi handle's failure (j is taken off then too,
- * unfinished). */
-static CURLMcode finish_job(engine *e, job *j)
-{
-    while (!is_done(e, j)) {
-        CURLMcode mc = drive(e, 1000, j);
-        if (mc != CURLM_OK) {
-            if (!is_done(e, j)) {
-                curl_multi_remove_handle(e->multi, j->easy);
-                unlink_job(&e->active, j);
-            } else {
-                unlink_done(e, j);
-            }
-            return mc;
-        }
-    }
-    unlink_done(e, j);
-    return CURLM_OK;
-}
-
-/* Gives the detached jobs `list` (linked by next) back to the engine, ahead
- * of the finished ones it holds, for the next run; frees them when the
- * engine was closed meanwhile. */
-static void give_back(engine *e, job *list)
-{
-    job *tail = list;
-    if (!list)
-        return;
-    if (e->closed) {
-        while (list) {
-            job *next = list->next;
-            aliocr_job_recycle(e, list);
-            list = next;
-        }
-        return;
-    }
-    while (tail->next)
-        tail = tail->next;
-    tail->next = e->done;
-    if (!e->done_tail)
-        e->done_tail = tail;
-    e->done = list;
 }
 
 /* Building a response runs Lua: every allocation may run a finalizer, which
@@ -310,7 +143,7 @@ static int engine_perform(lua_State *L)
     if (e->closed) /* pushing may have run a finalizer */
         return luaL_error(L, "attempt to use a closed aliocr engine");
     j = start(L, e, 2);
-    mc = finish_job(e, j);
+    mc = aliocr_finish_job(e, j);
     if (mc != CURLM_OK) {
         aliocr_job_recycle(e, j);
         return multi_failed(L, mc);
@@ -341,13 +174,13 @@ static int engine_run(lua_State *L)
     CURLMcode mc;
     lua_newtable(L); /* allocations before any job is taken (see build) */
     list_idx = lua_gettop(L);
-    mc = drive(e, 0, NULL);
+    mc = aliocr_drive(e, 0, NULL);
     /* A caught SIGINT (see core.catch_interrupts) ends the wait. */
     while (mc == CURLM_OK && !e->done && e->active && !aliocr_interrupted()) {
         double left = deadline - aliocr_monotonic();
         if (left <= 0)
             break;
-        mc = drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1, NULL);
+        mc = aliocr_drive(e, left > 0.1 ? 100 : (int)(left * 1000) + 1, NULL);
     }
     if (mc != CURLM_OK)
         return multi_failed(L, mc);
@@ -361,7 +194,7 @@ static int engine_run(lua_State *L)
             /* This job and the rest wait for the next run; what was built
              * is returned with the error, so that nothing is lost. */
             j->next = taken;
-            give_back(e, j);
+            aliocr_give_back(e, j);
             for (j = e->active; j; j = j->next)
                 pending++;
             lua_pushvalue(L, list_idx);
@@ -396,7 +229,7 @@ static int engine_cancel(lua_State *L)
         if (j->id == id) {
             int sent = aliocr_job_sent(j);
             curl_multi_remove_handle(e->multi, j->easy);
-            unlink_job(&e->active, j);
+            aliocr_unlink_job(&e->active, j);
             aliocr_job_recycle(e, j);
             lua_pushboolean(L, 1);
             lua_pushboolean(L, sent);
@@ -406,9 +239,9 @@ static int engine_cancel(lua_State *L)
     for (j = e->done; j; j = j->next) {
         if (j->id == id) {
             /* Too late: the answer is in. It is handed over, not dropped. */
-            unlink_done(e, j);
+            aliocr_unlink_done(e, j);
             if (build(L, b, j) != 0) {
-                give_back(e, j);
+                aliocr_give_back(e, j);
                 return lua_error(L);
             }
             aliocr_job_recycle(e, j);

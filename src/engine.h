@@ -2,6 +2,21 @@
  * The libcurl transport's types, shared by engine.c (the engine: its multi
  * handle, its lists, its methods) and transfer.c (one transfer: its easy
  * handle, libcurl's callbacks, its request and its response).
+ *
+ * libcurl floor: 7.58.0. Newer options are used when built against a libcurl
+ * that has them, with these fallbacks otherwise:
+ * - CURLOPT_PREREQFUNCTION (7.80.0) refuses libcurl's own resend of a
+ *   request that went out on a kept-alive connection that then died (the
+ *   gateway may have billed it). Without it, connections are not reused
+ *   (CURLOPT_FORBID_REUSE), so that there is never such a resend, and no
+ *   job is kept (CURLINFO_REQUEST_SIZE alone then tells whether a request
+ *   went out, and a kept handle would carry its last transfer's).
+ * - CURLOPT_MAXAGE_CONN (7.65.0), the client's idle_timeout: without it
+ *   libcurl's own limit applies (118 s).
+ * - curl_multi_poll (7.66.0): curl_multi_wait otherwise, with a sleep when
+ *   libcurl has no socket to wait on (the engine is never woken up from
+ *   another thread, so nothing else differs).
+ * Only the libcurl of Debian 12 (7.88.1) is tested.
  */
 #ifndef ALIOCR_ENGINE_H
 #define ALIOCR_ENGINE_H
@@ -48,6 +63,27 @@ typedef struct engine {
     int closed;
 } engine;
 
+/* Driving (drive.c). */
+/* Waits up to wait_ms for activity on the transfers' sockets. */
+CURLMcode aliocr_wait_for_activity(CURLM *multi, int wait_ms);
+/* Takes j off a list linked by next. */
+void aliocr_unlink_job(job **list, job *j);
+/* Takes j off the engine's list of finished jobs. */
+void aliocr_unlink_done(engine *e, job *j);
+/* Moves finished transfers from the active list to the done list. */
+void aliocr_harvest(engine *e);
+/* Whether `target` (with none: any transfer) has finished. */
+int aliocr_is_done(const engine *e, const job *target);
+/* One pass over the transfers; with wait_ms, waits for activity unless
+ * `target` (or any) has finished, and makes another. */
+CURLMcode aliocr_drive(engine *e, int wait_ms, job *target);
+/* Drives until j has finished and takes it off the lists. */
+CURLMcode aliocr_finish_job(engine *e, job *j);
+/* Gives the detached jobs `list` back to the engine, ahead of the finished
+ * ones (frees them when the engine was closed). */
+void aliocr_give_back(engine *e, job *list);
+
+/* Jobs (transfer.c). */
 /* A new job, its easy handle set up with the configuration's constant
  * options; NULL when out of memory. */
 job *aliocr_job_new(engine *e);

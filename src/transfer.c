@@ -5,7 +5,7 @@
  * buffers: no Lua, nothing that can raise), the request of each call
  * (request.c) and the response of each transfer (response.c).
  *
- * libcurl floor: see engine.c.
+ * libcurl floor: see engine.h.
  */
 #define _POSIX_C_SOURCE 200809L
 
