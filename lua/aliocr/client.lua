@@ -53,17 +53,13 @@ function Client.new(opts)
     -- The plans of calls with no options (by kind).
     _plans = {},
   }, Client)
-  -- The transport: its name (`"curl"` or `"resty"`), and its module, whose
-  -- properties and functions say how it runs (see lua/aliocr/curl.lua).
-  self._transport, self._via = s.transport, via
-  -- What every request of the client shares, handed to the core once: both
-  -- transports build each request from it (src/request.c).
-  s.connect_timeout_ms = options.ms(s.connect_timeout)
-  self._config = core.config({
-    appcode = s.appcode, app_key = s.app_key, app_secret = s.app_secret, signature_method = s.signature_method,
-    urls = s.urls, method = s.method, connect_timeout_ms = s.connect_timeout_ms, max_bytes = s.max_bytes,
-    verify = s.verify, ca_file = s.ca_file, proxy = s.proxy, user_agent = s.user_agent,
-  })
+  -- The transport's module: its properties and functions say how it runs
+  -- (see lua/aliocr/curl.lua; `_via.name` is "curl" or "resty").
+  self._via = via
+  -- What every request of the client shares, handed to the core once (it
+  -- takes the fields it needs from the settings): both transports build
+  -- each request from it (src/request.c).
+  self._config = core.config(s)
   s.appcode, s.app_key, s.app_secret = nil, nil, nil
   s.decode = options.json_decoder(s.json_max_depth)
   self._engine = via.engine(self._config, s)

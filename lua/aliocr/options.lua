@@ -144,7 +144,8 @@ M.json_decoder, M.MAX_IMAGE_URL = json_decoder, MAX_IMAGE_URL
 
 --- Checks aliocr.new's options (and the environment, which gives what the
 -- options do not); returns the settings of the client, every default
--- filled in. `in_nginx`: whether nginx's Lua module runs this.
+-- filled in, with the fields core.config takes under its names.
+-- `in_nginx`: whether nginx's Lua module runs this.
 function M.client(opts, in_nginx)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then fail("aliocr.new takes a table of options") end
@@ -228,7 +229,7 @@ function M.client(opts, in_nginx)
     appcode = appcode, app_key = key, app_secret = secret, signature_method = signature_method,
     urls = urls, method = method, transport = transport,
     timeout = positive(opts.timeout, "timeout") or D.timeout,
-    connect_timeout = positive(opts.connect_timeout, "connect_timeout") or D.connect_timeout,
+    connect_timeout_ms = ms(positive(opts.connect_timeout, "connect_timeout") or D.connect_timeout),
     retries = opts.retries or D.retries,
     retry_unknown = opts.retry_unknown == true,
     retry_delay = positive(opts.retry_delay, "retry_delay", true) or D.retry_delay,

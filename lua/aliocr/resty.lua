@@ -237,9 +237,6 @@ end
 
 local function now() ngx.update_time() return ngx.now() end
 
--- The method of a request: config:request gives a body to a POST only.
-local function body_method(req) return req.body and "POST" or "GET" end
-
 -- The milliseconds left before `deadline` (at least 1).
 local function left_ms(deadline) return max(1, floor((deadline - now()) * 1000)) end
 
@@ -429,7 +426,7 @@ function Engine:_once(req, deadline, fresh, on_send)
   local target = path
   if proxy_host and not tls then target = scheme .. "://" .. address(host) .. ":" .. port .. path end
   local default_port = (tls and port == 443) or (not tls and port == 80)
-  local method = body_method(req)
+  local method = req.body and "POST" or "GET" -- config:request gives a body to a POST only
   local lines = {
     method .. " " .. target .. " HTTP/1.1",
     "Host: " .. address(host) .. (default_port and "" or (":" .. port)),

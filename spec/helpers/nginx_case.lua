@@ -19,7 +19,7 @@ function M.case()
   if c.pause then ngx.sleep(c.pause) end
   local res, err = client[c.kind](client, c.url, c.opts)
   local out = outcome.of(res, err, client:stats())
-  out.transport = client._transport
+  out.transport = client._via.name
   out.message = err and err.msg -- worded by the transport: shown, not compared
   client:close()
   say(out)

@@ -22,7 +22,7 @@ function M.call()
   ngx.update_time()
   local out = outcome.of(res, err, client:stats())
   out.elapsed = ngx.now() - started
-  out.transport = client._transport
+  out.transport = client._via.name
   out.message = err and err.msg
   out.text = err and tostring(err)
   client:close()
