@@ -1,9 +1,11 @@
 /*
- * A minimal Lua 5.4 interpreter for `make asan`: the same as `lua5.4 SCRIPT
- * ARGS...` (Debian's liblua5.4, `arg` set, the script's errors reported with
- * a traceback), built with AddressSanitizer and UndefinedBehaviorSanitizer so
- * that their runtimes come first in the process that loads the instrumented
- * core, without LD_PRELOAD (which every child would inherit).
+ * A minimal Lua 5.4 interpreter for `make asan` and `make tsan`: the same as
+ * `lua5.4 SCRIPT ARGS...` (Debian's liblua5.4, `arg` set, the script's errors
+ * reported with a traceback), built with AddressSanitizer and
+ * UndefinedBehaviorSanitizer (build/asan/lua), or ThreadSanitizer
+ * (build/tsan/lua), so that their runtimes come first in the process that
+ * loads the instrumented core, without LD_PRELOAD (which every child would
+ * inherit).
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,6 +14,9 @@
  *   transfer.c    one transfer of it: an easy handle, libcurl's callbacks
  *   http_parser.c the nginx transport's HTTP reader (http.h: its type)
  *   http.c        aliocr.HttpReader: its Lua binding
+ *   oss.c         aliocr.OSSSigner: Aliyun OSS V4 signatures (OSS4-HMAC-SHA256)
+ *                 for uploads, presigned URLs and deletes (its AccessKey
+ *                 secret and STS token are kept and wiped there)
  * Nothing here is exported: the only symbol the shared object exports is
  * luaopen_aliocr_core.
  */
@@ -29,6 +32,7 @@
 
 #define ALIOCR_ENGINE "aliocr.Engine"
 #define ALIOCR_CONFIG "aliocr.Config"
+#define ALIOCR_OSS_SIGNER "aliocr.OSSSigner"
 
 /* Buffers (buffer.c) ----------------------------------------------------- */
 
@@ -42,6 +46,10 @@ typedef struct aliocr_buffer {
 int aliocr_buffer_append(aliocr_buffer *b, const char *p, size_t n);
 /* Appends a NUL-terminated string. */
 int aliocr_buffer_puts(aliocr_buffer *b, const char *s);
+/* Appends n bytes percent-encoded: all but RFC 3986's unreserved characters
+ * (and "/" with keep_slash) as %XX, upper-case hex. The one encoder of the
+ * gateway's form, OSS's canonical URI and query, and an object's URL. */
+int aliocr_buffer_escape(aliocr_buffer *b, const char *s, size_t n, int keep_slash);
 /* Frees the bytes, wiping them first when `wipe` (they held a secret). */
 void aliocr_buffer_free(aliocr_buffer *b, int wipe);
 
@@ -138,6 +146,7 @@ typedef struct aliocr_answer {
     int sent;                    /* some of the request may have reached the server */
     int too_large;               /* abandoned: larger than max_bytes */
     int resend_refused;          /* a kept-alive connection died; not sent again */
+    int all_headers;             /* every header, not only the gateway's (a storage request's) */
     const char *head;            /* the header lines (status lines among them) */
     size_t head_len;
     const char *body;
@@ -153,7 +162,7 @@ typedef struct aliocr_answer {
 void aliocr_push_response(lua_State *L, int decode, const aliocr_answer *a);
 /* Pushes the table of header lines [p, p+n): lower-cased names, repeated
  * ones joined with ", ", those of the last status line only; with
- * `only_ca`, only the gateway's X-Ca-* ones. */
+ * `only_ca`, only the gateway's X-Ca-* ones and Retry-After. */
 void aliocr_push_headers(lua_State *L, const char *p, size_t n, int only_ca);
 
 /* The rest ----------------------------------------------------------------- */
@@ -170,6 +179,7 @@ void aliocr_engine_open(lua_State *L);
 void aliocr_config_open(lua_State *L);
 void aliocr_http_open(lua_State *L);
 void aliocr_json_open(lua_State *L);
+void aliocr_oss_open(lua_State *L);
 
 /* Standard Base64 of n bytes, with padding, into out (at least 4*((n+2)/3)+1). */
 void aliocr_base64(const unsigned char *in, size_t n, char *out);

@@ -36,6 +36,26 @@ int aliocr_buffer_puts(aliocr_buffer *b, const char *s)
     return aliocr_buffer_append(b, s, strlen(s));
 }
 
+int aliocr_buffer_escape(aliocr_buffer *b, const char *s, size_t n, int keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i, start = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[3];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+            c == '.' || c == '_' || c == '~' || (keep_slash && c == '/'))
+            continue;
+        esc[0] = '%';
+        esc[1] = hex[c >> 4];
+        esc[2] = hex[c & 15];
+        if (aliocr_buffer_append(b, s + start, i - start) != 0 || aliocr_buffer_append(b, esc, 3) != 0)
+            return -1;
+        start = i + 1;
+    }
+    return aliocr_buffer_append(b, s + start, n - start);
+}
+
 void aliocr_buffer_free(aliocr_buffer *b, int wipe)
 {
     if (b->data && wipe)

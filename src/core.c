@@ -4,15 +4,16 @@
  * luaopen_aliocr_core builds the module table: the configuration of a client
  * (config.c, its requests built by request.c), the engine (engine.c: calls
  * on a libcurl multi handle), the HTTP response reader of the nginx
- * transport (http.c), JSON decoding (json.c), and a few helpers the Lua
- * layer and the command line tool need from C: clocks, sleep, nonces, MD5,
- * isatty, and catching SIGINT. See aliocr.h for the map of the files.
+ * transport (http.c), JSON decoding (json.c), the OSS V4 signer (oss.c),
+ * and a few helpers the Lua layer and the command line tool need from C:
+ * clocks, sleep, nonces, MD5, isatty, and catching SIGINT. See aliocr.h for the map of the files.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -202,6 +203,66 @@ static int core_uuid(lua_State *L)
 }
 
 /***
+ * What a path names, without opening it (opening a FIFO would wait for a
+ * writer): `kind` ("file", "directory", "fifo", "socket", "character
+ * device", "block device" or "other") and its size in bytes; or nil and
+ * why not.
+ * @function stat
+ */
+static int core_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    const char *kind;
+    if (stat(path, &st) != 0) {
+        int err = errno;
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(err));
+        return 2;
+    }
+    if (S_ISREG(st.st_mode)) kind = "file";
+    else if (S_ISDIR(st.st_mode)) kind = "directory";
+    else if (S_ISFIFO(st.st_mode)) kind = "fifo";
+    else if (S_ISSOCK(st.st_mode)) kind = "socket";
+    else if (S_ISCHR(st.st_mode)) kind = "character device";
+    else if (S_ISBLK(st.st_mode)) kind = "block device";
+    else kind = "other";
+    lua_pushstring(L, kind);
+    lua_pushnumber(L, (lua_Number)st.st_size);
+    return 2;
+}
+
+/***
+ * A string percent-encoded as every request of aliocr encodes (all but RFC
+ * 3986's unreserved characters; "/" kept with `keep_slash`): an OSS
+ * object's name in its URL, as the V4 signer encodes it in the canonical
+ * URI.
+ * @function escape
+ */
+static int core_escape(lua_State *L)
+{
+    size_t n, len;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int keep_slash = lua_toboolean(L, 2);
+    aliocr_buffer b = {NULL, 0, 0};
+    char *out;
+    if (n > ((size_t)-1 - 1) / 3)
+        return luaL_error(L, "string too long");
+    /* Lua's memory first (it may raise): no C memory is held when it does. */
+    out = lua_newuserdata(L, 3 * n + 1);
+    if (aliocr_buffer_escape(&b, s, n, keep_slash) != 0) {
+        aliocr_buffer_free(&b, 0);
+        return luaL_error(L, "out of memory");
+    }
+    len = b.len;
+    if (len)
+        memcpy(out, b.data, len);
+    aliocr_buffer_free(&b, 0);
+    lua_pushlstring(L, out, len);
+    return 1;
+}
+
+/***
  * Base64(MD5(data)), as the Content-MD5 header carries it.
  * @function md5_base64
  */
@@ -239,6 +300,8 @@ static const luaL_Reg core_funcs[] = {
     {"now_ms", core_now_ms},
     {"sleep", core_sleep},
     {"uuid", core_uuid},
+    {"escape", core_escape},
+    {"stat", core_stat},
     {"md5_base64", core_md5_base64},
     {NULL, NULL}
 };
@@ -256,6 +319,7 @@ ALIOCR_EXPORT int luaopen_aliocr_core(lua_State *L)
     aliocr_config_open(L);
     aliocr_json_open(L);
     aliocr_http_open(L);
+    aliocr_oss_open(L);
     lua_pushstring(L, "aliocr " ALIOCR_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -1,7 +1,8 @@
 /*
- * The libcurl engine's driving (engine.c has its Lua methods): its multi
- * handle driven and waited on, and its two lists, the transfers under way
- * and those finished but not collected. No Lua here.
+ * The libcurl engine's driving (engine.c has its Lua methods, worker.c its
+ * worker thread): the wheel (who may drive the multi handle), the passes
+ * over the transfers, and the engine's lists. No Lua here. engine.h says
+ * what each thread may touch.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -61,16 +62,115 @@ void aliocr_unlink_done(engine *e, job *j)
             if (e->done_tail == j)
                 e->done_tail = prev;
             j->next = NULL;
+            e->ndone--;
             return;
         }
     }
 }
 
-/* Moves finished transfers from the active list to the done list. */
-void aliocr_harvest(engine *e)
+job *aliocr_find_job(job *list, lua_Integer id)
+{
+    for (; list; list = list->next)
+        if (list->id == id)
+            return list;
+    return NULL;
+}
+
+/* The wheel ------------------------------------------------------------------ */
+
+void aliocr_take_wheel(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->waiting++;
+    while (e->driver != DRIVER_NONE) {
+        aliocr_wake(e); /* the worker gives it up at the end of its pass */
+        pthread_cond_wait(&e->cv, &e->mu);
+    }
+    e->waiting--;
+    e->driver = DRIVER_CALLER;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void aliocr_give_wheel(engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->driver = DRIVER_NONE;
+    pthread_cond_broadcast(&e->cv); /* the worker, if there is work for it */
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Passes ---------------------------------------------------------------------- */
+
+/* A job that could not go on the multi handle ends at once, as a transfer
+ * that failed before it began (nothing sent). */
+static void fail_job(job *j, job **failed)
+{
+    j->result = CURLE_OUT_OF_MEMORY;
+    j->next = *failed;
+    *failed = j;
+}
+
+/* Appends the n finished jobs `list` (in order) to done, and counts
+ * `added` more on the multi handle, under mu. */
+static void finish(engine *e, job *list, int n, int added)
+{
+    job *tail = list;
+    if (!list && !added)
+        return;
+    while (tail && tail->next)
+        tail = tail->next;
+    pthread_mutex_lock(&e->mu);
+    e->nactive += added;
+    if (list) {
+        if (e->done_tail)
+            e->done_tail->next = list;
+        else
+            e->done = list;
+        e->done_tail = tail;
+    }
+    e->ndone += n;
+    e->nrunning -= n;
+    aliocr_ready_update(e);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void aliocr_take_incoming(engine *e)
+{
+    job *list, *failed = NULL;
+    int nfailed = 0, added = 0;
+    long conns = 0;
+    pthread_mutex_lock(&e->mu);
+    list = e->incoming;
+    e->incoming = e->incoming_tail = NULL;
+    if (e->maxconnects != e->set_maxconnects)
+        conns = e->set_maxconnects = e->maxconnects;
+    pthread_mutex_unlock(&e->mu);
+    if (conns > 0)
+        curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, conns);
+    while (list) {
+        job *j = list;
+        list = j->next;
+        j->next = NULL;
+        if (curl_multi_add_handle(e->multi, j->easy) != CURLM_OK) {
+            fail_job(j, &failed);
+            nfailed++;
+            continue;
+        }
+        j->next = e->active;
+        e->active = j;
+        added++;
+    }
+    finish(e, failed, nfailed, added);
+}
+
+/* Moves finished transfers off the multi handle: to done, or (perform's)
+ * marked finished. */
+static void harvest(engine *e)
 {
     CURLMsg *msg;
-    int left;
+    int left, n = 0;
+    job *list = NULL, *tail = NULL;
     while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
         job *j = NULL;
         CURL *easy = msg->easy_handle;
@@ -83,61 +183,53 @@ void aliocr_harvest(engine *e)
             continue;
         j->result = result;
         aliocr_unlink_job(&e->active, j);
-        if (e->done_tail)
-            e->done_tail->next = j;
+        if (j->blocking) {
+            j->finished = 1;
+            continue;
+        }
+        if (tail)
+            tail->next = j;
         else
-            e->done = j;
-        e->done_tail = j;
+            list = j;
+        tail = j;
+        n++;
     }
+    finish(e, list, n, -n);
 }
 
-int aliocr_is_done(const engine *e, const job *target)
-{
-    const job *k;
-    if (!target)
-        return e->done != NULL;
-    for (k = e->done; k; k = k->next)
-        if (k == target)
-            return 1;
-    return 0;
-}
-
-/* Drives transfers: one pass when wait_ms is 0; otherwise, unless `target`
- * (or, with no target, any transfer) has finished, waits up to wait_ms for
- * activity on the sockets and makes another pass. */
-CURLMcode aliocr_drive(engine *e, int wait_ms, job *target)
+CURLMcode aliocr_pass(engine *e)
 {
     int running = 0;
-    CURLMcode mc = curl_multi_perform(e->multi, &running);
-    aliocr_harvest(e);
-    if (mc == CURLM_OK && wait_ms > 0 && running > 0 && !aliocr_is_done(e, target)) {
-        mc = aliocr_wait_for_activity(e->multi, wait_ms);
-        if (mc == CURLM_OK)
-            mc = curl_multi_perform(e->multi, &running);
-        aliocr_harvest(e);
-    }
+    CURLMcode mc;
+    aliocr_take_incoming(e);
+    mc = curl_multi_perform(e->multi, &running);
+    harvest(e);
     return mc;
 }
 
-/* Drives until job j has finished and takes it off the engine's lists:
- * CURLM_OK, or the multi handle's failure (j is taken off then too,
- * unfinished). */
 CURLMcode aliocr_finish_job(engine *e, job *j)
 {
-    while (!aliocr_is_done(e, j)) {
-        CURLMcode mc = aliocr_drive(e, 1000, j);
-        if (mc != CURLM_OK) {
-            if (!aliocr_is_done(e, j)) {
-                curl_multi_remove_handle(e->multi, j->easy);
-                aliocr_unlink_job(&e->active, j);
-            } else {
-                aliocr_unlink_done(e, j);
-            }
-            return mc;
-        }
+    CURLMcode mc = CURLM_OK;
+    j->blocking = 1;
+    j->finished = 0;
+    if (curl_multi_add_handle(e->multi, j->easy) != CURLM_OK)
+        return CURLM_OUT_OF_MEMORY;
+    j->next = e->active;
+    e->active = j;
+    for (;;) {
+        mc = aliocr_pass(e);
+        if (mc != CURLM_OK || j->finished)
+            break;
+        mc = aliocr_wait_for_activity(e->multi, 1000);
+        if (mc != CURLM_OK)
+            break;
     }
-    aliocr_unlink_done(e, j);
-    return CURLM_OK;
+    if (!j->finished) {
+        curl_multi_remove_handle(e->multi, j->easy);
+        aliocr_unlink_job(&e->active, j);
+    }
+    j->blocking = 0;
+    return mc;
 }
 
 /* Gives the detached jobs `list` (linked by next) back to the engine, ahead
@@ -146,6 +238,7 @@ CURLMcode aliocr_finish_job(engine *e, job *j)
 void aliocr_give_back(engine *e, job *list)
 {
     job *tail = list;
+    int n = 1;
     if (!list)
         return;
     if (e->closed) {
@@ -156,11 +249,16 @@ void aliocr_give_back(engine *e, job *list)
         }
         return;
     }
-    while (tail->next)
+    while (tail->next) {
         tail = tail->next;
+        n++;
+    }
+    pthread_mutex_lock(&e->mu);
     tail->next = e->done;
     if (!e->done_tail)
         e->done_tail = tail;
     e->done = list;
+    e->ndone += n;
+    aliocr_ready_update(e);
+    pthread_mutex_unlock(&e->mu);
 }
-

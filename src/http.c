@@ -165,6 +165,8 @@ static int reader_keepalive(lua_State *L)
  * @string[opt] message its words
  * @bool[opt] resend_refused a kept-alive connection died before any byte of
  *   the answer, and the request was not sent again
+ * @bool[opt] raw a storage request's answer: every header, the body not
+ *   decoded
  */
 static int reader_response(lua_State *L)
 {
@@ -186,7 +188,8 @@ static int reader_response(lua_State *L)
     }
     a.body = r->body.data;
     a.body_len = r->body.len;
-    aliocr_push_response(L, 2, &a);
+    a.all_headers = lua_toboolean(L, 7);
+    aliocr_push_response(L, a.all_headers ? 0 : 2, &a);
     return 1;
 }
 

@@ -15,28 +15,6 @@
 static const char ACCEPT[] = "application/json";
 static const char FORM[] = "application/x-www-form-urlencoded; charset=UTF-8";
 
-/* Appends `s` percent-encoded: everything but RFC 3986's unreserved
- * characters, as the gateway's SDKs encode a form. */
-static int append_escaped(aliocr_buffer *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t i, start = 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[3];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~')
-            continue;
-        esc[0] = '%';
-        esc[1] = hex[c >> 4];
-        esc[2] = hex[c & 15];
-        if (aliocr_buffer_append(b, s + start, i - start) != 0 || aliocr_buffer_append(b, esc, 3) != 0)
-            return -1;
-        start = i + 1;
-    }
-    return aliocr_buffer_append(b, s + start, n - start);
-}
-
 /* The parameters of a call as (key, value) pairs: "url" first. */
 typedef struct param {
     const char *k, *v;
@@ -185,9 +163,9 @@ int aliocr_request_build(const aliocr_config *c, const aliocr_call *call, aliocr
     for (i = 0; i < np && rc == 0; i++) {
         if (i > 0)
             rc |= aliocr_buffer_append(&r->form, "&", 1);
-        rc |= append_escaped(&r->form, ps[i].k, ps[i].kn);
+        rc |= aliocr_buffer_escape(&r->form, ps[i].k, ps[i].kn, 0);
         rc |= aliocr_buffer_append(&r->form, "=", 1);
-        rc |= append_escaped(&r->form, ps[i].v, ps[i].vn);
+        rc |= aliocr_buffer_escape(&r->form, ps[i].v, ps[i].vn, 0);
     }
     r->to = url;
     if (!r->post) {

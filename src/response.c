@@ -5,8 +5,10 @@
  *
  *   status     integer: the final answer's HTTP status; 0 when no status
  *              line arrived
- *   headers    table: the answer's X-Ca-* headers (the gateway's), names
- *              lower-cased, repeated ones joined with ", "
+ *   headers    table: the answer's X-Ca-* headers (the gateway's) and its
+ *              Retry-After, names lower-cased, repeated ones joined with
+ *              ", "; a storage
+ *              request's (an OSS PUT...) has all of its answer's headers
  *   sent       boolean: some of the request may have reached the gateway
  *              (false: nothing of it did, so nothing can be billed)
  *   too_large  boolean: the answer was abandoned, larger than max_bytes
@@ -14,7 +16,8 @@
  *              without CURLE_, e.g. "OPERATION_TIMEDOUT"), nil when the
  *              answer arrived whole
  *   message    the failure's words (with error)
- *   json       the decoded body, when it is JSON (whole numbers integers)
+ *   json       the decoded body, when it is JSON (whole numbers integers);
+ *              never for a storage request, whose body is XML
  *   json_error why the body is not JSON (with body)
  *   body       string: the body, when json is absent
  *   id         integer: the engine's transfer id (engine:add's); absent
@@ -55,7 +58,8 @@ void aliocr_push_headers(lua_State *L, const char *p, size_t n, int only_ca)
                 v++;
             while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
-            if (!only_ca || (nlen >= 5 && strncasecmp(s, "x-ca-", 5) == 0)) {
+            if (!only_ca || (nlen >= 5 && strncasecmp(s, "x-ca-", 5) == 0) ||
+                (nlen == 11 && strncasecmp(s, "retry-after", 11) == 0)) {
                 size_t i;
                 luaL_Buffer b;
                 luaL_buffinit(L, &b);
@@ -100,7 +104,7 @@ void aliocr_push_response(lua_State *L, int decode, const aliocr_answer *a)
     lua_setfield(L, -2, "sent");
     lua_pushboolean(L, a->too_large);
     lua_setfield(L, -2, "too_large");
-    aliocr_push_headers(L, a->head, a->head ? a->head_len : 0, 1);
+    aliocr_push_headers(L, a->head, a->head ? a->head_len : 0, !a->all_headers);
     lua_setfield(L, -2, "headers");
     if (a->resend_refused) {
         const char *why = a->message && a->message[0] ? a->message : NULL;

@@ -26,7 +26,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     job *j = ud;
     size_t bytes = size * n;
-    if ((int64_t)(j->body.len + bytes) > j->engine->config->max_bytes) {
+    if ((int64_t)(j->body.len + bytes) > j->max_bytes) {
         j->too_large = 1;      /* abandon the body rather than buffer it */
         return 0;
     }
@@ -42,7 +42,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         /* Read as libcurl reads it; the last one counts, as for libcurl. */
         int64_t length = 0;
         if (aliocr_content_length(p + sizeof cl - 1, bytes - (sizeof cl - 1), &length) > 0)
-            j->too_large_declared = length > j->engine->config->max_bytes;
+            j->too_large_declared = length > j->max_bytes;
         else
             j->too_large_declared = 0;
     }
@@ -105,8 +105,15 @@ int aliocr_job_sent(const job *j)
 
 void aliocr_job_destroy(job *j)
 {
+    engine *e = j->engine;
+    if (j->upload)
+        (void)fclose(j->upload); /* read only: nothing to lose */
     if (j->easy)
         curl_easy_cleanup(j->easy);
+    /* The engine closed while this job was out of its lists: the share
+     * handle waited for its last user (see engine_close). */
+    if (e && e->closed)
+        aliocr_share_free(e);
     curl_slist_free_all(j->own_headers);
     aliocr_buffer_free(&j->body, 0);
     aliocr_buffer_free(&j->head, 0);
@@ -114,11 +121,64 @@ void aliocr_job_destroy(job *j)
     free(j);
 }
 
+/* The share handle's locks: one per kind of data, as libcurl asks (its
+ * handles are made and cleaned up on the caller's thread while the worker
+ * drives others). */
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *ud)
+{
+    engine *e = ud;
+    (void)h;
+    (void)access;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_lock(&e->share_mu[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *ud)
+{
+    engine *e = ud;
+    (void)h;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_unlock(&e->share_mu[data]);
+}
+
+CURLSH *aliocr_share_new(engine *e)
+{
+    CURLSH *sh;
+    int k;
+    for (k = 0; k < CURL_LOCK_DATA_LAST; k++)
+        if (pthread_mutex_init(&e->share_mu[k], NULL) != 0)
+            break;
+    if (k < CURL_LOCK_DATA_LAST || !(sh = curl_share_init())) {
+        while (k-- > 0)
+            pthread_mutex_destroy(&e->share_mu[k]);
+        return NULL;
+    }
+    curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(sh, CURLSHOPT_USERDATA, (void *)e);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    return sh;
+}
+
+void aliocr_share_free(engine *e)
+{
+    int k;
+    if (!e->share || curl_share_cleanup(e->share) != CURLSHE_OK)
+        return; /* still in use: by a job a method holds (engine_close) */
+    e->share = NULL;
+    for (k = 0; k < CURL_LOCK_DATA_LAST; k++)
+        pthread_mutex_destroy(&e->share_mu[k]);
+}
+
 /* Without buffers grown large by one huge answer. */
 void aliocr_job_recycle(engine *e, job *j)
 {
     curl_slist_free_all(j->own_headers);
     j->own_headers = NULL;
+    if (j->raw) { /* its easy handle has a method and a body of its own */
+        aliocr_job_destroy(j);
+        return;
+    }
 #ifndef HAVE_PREREQ
     /* Without on_prereq, whether a job's request went out is told by
      * CURLINFO_REQUEST_SIZE alone, which a kept handle carries over from its
@@ -136,6 +196,27 @@ void aliocr_job_recycle(engine *e, job *j)
         aliocr_buffer_free(&j->head, 0);
     j->next = NULL;
     e->idle[e->nidle++] = j;
+}
+
+/* The CA store from one file, read once and kept by the multi handle (its
+ * CA cache, 24 hours): without a CA path, which libcurl reads again for
+ * every connection (Debian's libcurl has both built in). The path is kept
+ * when there is no file to read instead (no ca_file, and no bundle built
+ * into libcurl), and with a libcurl that has no CA cache. */
+static void set_ca_store(CURL *h, const aliocr_config *c, CURLcode *rc)
+{
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0: CURLOPT_CA_CACHE_TIMEOUT; CURLINFO_CAINFO is 7.84.0 */
+    char *bundle = NULL;
+    if (*rc != CURLE_OK)
+        return;
+    if (!c->ca_file && (curl_easy_getinfo(h, CURLINFO_CAINFO, &bundle) != CURLE_OK || !bundle))
+        return;
+    *rc = curl_easy_setopt(h, CURLOPT_CAPATH, (char *)NULL);
+#else
+    (void)h;
+    (void)c;
+    (void)rc;
+#endif
 }
 
 job *aliocr_job_new(engine *e)
@@ -161,15 +242,29 @@ job *aliocr_job_new(engine *e)
     SET(CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SET(CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+    /* A transfer ended while its name is being looked up (a timeout, a
+     * cancel) does not wait for the resolver's thread to finish: the
+     * worker's pass, and whoever waits for the wheel, would. */
+    SET(CURLOPT_QUICK_EXIT, 1L);
+#endif
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
 #if LIBCURL_VERSION_NUM >= 0x074100
-    SET(CURLOPT_MAXAGE_CONN, e->idle_s);
+    /* libcurl counts a connection's idle time in whole seconds, and reuses
+     * it while that count is not over the limit: one idle 1.9 s is "1" and
+     * would be reused under a limit of 1. So the limit is one less: a
+     * connection idle idle_timeout seconds or longer is not used again. */
+    SET(CURLOPT_MAXAGE_CONN, e->idle_s - 1);
 #endif
     SET(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     SET(CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
     if (c->ca_file)
         SET(CURLOPT_CAINFO, c->ca_file);
+    if (c->verify)
+        set_ca_store(h, c, &rc);
+    if (e->share)
+        SET(CURLOPT_SHARE, e->share);
     if (c->proxy)
         SET(CURLOPT_PROXY, c->proxy);
     if (c->user_agent)
@@ -228,6 +323,7 @@ int aliocr_job_prepare(engine *e, job *j, const aliocr_call *call, long timeout_
             return -1;
         headers = j->own_headers;
     }
+    j->max_bytes = e->config->max_bytes;
     j->body.len = j->head.len = 0;
     j->too_large = j->too_large_declared = 0;
     j->requests = j->resend_refused = 0;
@@ -254,6 +350,85 @@ int aliocr_job_prepare(engine *e, job *j, const aliocr_call *call, long timeout_
         SET(CURLOPT_POSTFIELDS, j->req.form.data); /* the job keeps it until the transfer ends */
     } else {
         SET(CURLOPT_HTTPGET, 1L);
+    }
+#undef SET
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+/* A storage request's body: from its file, or from the bytes in form. No
+ * more than the size declared is sent; a file that ends sooner ends the
+ * transfer (libcurl: READ_ERROR... as it words it). */
+static size_t on_read(char *p, size_t size, size_t n, void *ud)
+{
+    job *j = ud;
+    size_t want = size * n, got;
+    if ((int64_t)want > j->upload_left)
+        want = (size_t)j->upload_left;
+    if (want == 0)
+        return 0;
+    if (j->upload) {
+        got = fread(p, 1, want, j->upload);
+        if (got == 0)
+            return CURL_READFUNC_ABORT; /* shorter than it was when checked */
+    } else {
+        memcpy(p, j->req.form.data + j->upload_at, want);
+        j->upload_at += want;
+        got = want;
+    }
+    j->upload_left -= (int64_t)got;
+    return got;
+}
+
+int aliocr_job_prepare_raw(engine *e, job *j, const char *method, const char *url,
+                           const char *const *headers, int nheaders, const char *body, size_t body_len,
+                           const char *file, int64_t size, long timeout_ms)
+{
+    struct curl_slist *list = NULL, *next;
+    CURLcode rc = CURLE_OK;
+    int i, put = strcmp(method, "PUT") == 0;
+    j->raw = 1;
+    for (i = 0; i <= nheaders; i++) {
+        next = curl_slist_append(list, i < nheaders ? headers[i] : "Expect:");
+        if (!next) {
+            curl_slist_free_all(list);
+            return -1;
+        }
+        list = next;
+    }
+    j->own_headers = list;
+    j->max_bytes = e->config->max_bytes;
+    j->body.len = j->head.len = 0;
+    j->errbuf[0] = '\0';
+    j->result = CURLE_OK;
+    j->upload_left = 0;
+    j->upload_at = 0;
+    if (file) {
+        if (!(j->upload = fopen(file, "rb")))
+            return -2;
+        j->upload_left = size;
+    } else if (body) {
+        j->req.form.len = 0;
+        if (body_len > 0 && aliocr_buffer_append(&j->req.form, body, body_len) != 0)
+            return -1;
+        j->upload_left = (int64_t)body_len;
+    }
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(j->easy, opt, val); } while (0)
+    SET(CURLOPT_URL, url);
+    /* The path as signed: no dot segment removed. */
+    SET(CURLOPT_PATH_AS_IS, 1L);
+    SET(CURLOPT_HTTPHEADER, list);
+    SET(CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (put) {
+        SET(CURLOPT_UPLOAD, 1L);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, (void *)j);
+        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)j->upload_left);
+    } else if (strcmp(method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, method);
     }
 #undef SET
     return rc == CURLE_OK ? 0 : -1;
@@ -289,6 +464,8 @@ static const char *curl_code_name(CURLcode c)
     case CURLE_HTTP3: return "HTTP3";
 #endif
     case CURLE_ABORTED_BY_CALLBACK: return "ABORTED_BY_CALLBACK";
+    case CURLE_READ_ERROR: return "READ_ERROR";
+    case CURLE_UPLOAD_FAILED: return "UPLOAD_FAILED";
     default: return NULL;
     }
 }
@@ -311,6 +488,7 @@ void aliocr_job_push_response(lua_State *L, int decode, job *j)
     a.head_len = j->head.len;
     a.body = j->body.data;
     a.body_len = j->body.len;
+    a.all_headers = j->raw;
     if (j->result != CURLE_OK && j->resend_refused) {
         /* See on_prereq: the error buffer has the first attempt's failure,
          * if libcurl worded one. */
@@ -323,6 +501,6 @@ void aliocr_job_push_response(lua_State *L, int decode, job *j)
             a.error = snprintf(name, sizeof name, "CURLE_%d", (int)j->result) > 0 ? name : "CURLE_UNKNOWN";
         a.message = j->errbuf[0] ? j->errbuf : curl_easy_strerror(j->result);
     }
-    aliocr_push_response(L, decode, &a);
+    aliocr_push_response(L, j->raw ? 0 : decode, &a);
 }
 
