@@ -7,6 +7,9 @@ codes = true
 files["lua/aliocr/resty.lua"] = { read_globals = { "ngx" } }
 -- The nginx example and the specs' handlers run inside nginx.
 files["examples/openresty"] = { std = "luajit+ngx_lua" }
+-- The LÖVE and Neovim examples run inside those hosts, under LuaJIT.
+files["examples/love"] = { std = "luajit", globals = { "love" } }
+files["examples/neovim"] = { std = "luajit", read_globals = { "vim" } }
 files["spec/helpers/nginx_case.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_json.lua"] = { std = "luajit+ngx_lua" }
 files["spec/helpers/nginx_connect.lua"] = { std = "luajit+ngx_lua" }

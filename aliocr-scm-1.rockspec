@@ -23,9 +23,9 @@ dependencies = { "lua >= 5.1", "lua-cjson", "argparse" }
 
 -- libcurl (7.58.0 or newer: the options newer than that are used only when
 -- the libcurl built against has them, see docs/development.md) for HTTP,
--- OpenSSL's libcrypto for the request signatures. Found
--- by their libraries: Debian keeps curl/curl.h in a multiarch directory
--- that the compiler searches but LuaRocks' header check does not.
+-- OpenSSL's libcrypto for the request signatures (the gateway's and OSS's).
+-- Found by their libraries: Debian keeps curl/curl.h in a multiarch
+-- directory that the compiler searches but LuaRocks' header check does not.
 external_dependencies = {
   CURL = { library = "curl" },
   OPENSSL = { library = "crypto" },
@@ -36,12 +36,15 @@ build = {
   modules = {
     ["aliocr.core"] = {
       sources = { "src/core.c", "src/buffer.c", "src/config.c", "src/request.c", "src/json.c", "src/response.c",
-                  "src/engine.c", "src/drive.c", "src/transfer.c", "src/http.c", "src/http_parser.c" },
-      libraries = { "curl", "crypto" },
+                  "src/engine.c", "src/drive.c", "src/worker.c", "src/transfer.c", "src/http.c", "src/http_parser.c",
+                  "src/oss.c" },
+      libraries = { "curl", "crypto", "pthread", "dl" },
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["aliocr"] = "lua/aliocr.lua",
+    ["aliocr.budget"] = "lua/aliocr/budget.lua",
+    ["aliocr.limiter"] = "lua/aliocr/limiter.lua",
     ["aliocr.cli"] = "lua/aliocr/cli.lua",
     ["aliocr.cli.codes"] = "lua/aliocr/cli/codes.lua",
     ["aliocr.cli.inputs"] = "lua/aliocr/cli/inputs.lua",
@@ -55,6 +58,9 @@ build = {
     ["aliocr.client.jobs"] = "lua/aliocr/client/jobs.lua",
     ["aliocr.curl"] = "lua/aliocr/curl.lua",
     ["aliocr.errors"] = "lua/aliocr/errors.lua",
+    ["aliocr.image"] = "lua/aliocr/image.lua",
+    ["aliocr.journal"] = "lua/aliocr/journal.lua",
+    ["aliocr.oss"] = "lua/aliocr/oss.lua",
     ["aliocr.options"] = "lua/aliocr/options.lua",
     ["aliocr.resty"] = "lua/aliocr/resty.lua",
     ["aliocr.result"] = "lua/aliocr/result.lua",

@@ -102,15 +102,87 @@ local M = {
 -- @string[opt="POST"] opts.method `"GET"` sends the parameters as a query
 -- @int[opt=8] opts.concurrency transfers under way at once for `submit`
 --   (more wait their turn), and the default `concurrency` of `batch`. The
---   libcurl transport keeps up to `max(16, 2 * concurrency)` connections
---   alive; inside nginx the pool keeps `max(30, concurrency)` per target;
+--   libcurl transport keeps up to `concurrency + 1` connections alive (a
+--   batch raises that to its own concurrency + 1, for the next images and
+--   batches); inside nginx the pool keeps `max(30, concurrency)` per target;
 --   in [1, 10000]
 -- @int[opt=10] opts.idle_timeout seconds a kept-alive connection may have
---   been idle and still be used again (a longer-idle one is closed and a new
---   one made), so that a call does not go out on a connection the server is
---   closing; in [1, 86400]
+--   been idle and still be used again (one idle that long or longer is
+--   closed and a new one made; libcurl counts whole seconds), so that a call
+--   does not go out on a connection the server is closing; in [1, 86400]
 -- @string[opt] opts.transport `"curl"` (libcurl, the default outside nginx)
 --   or `"resty"` (nginx's non-blocking sockets, the default inside nginx)
+-- @tparam[opt] table opts.oss storage for local images (`{ file = ... }`,
+--   `{ bytes = ... }`: see @{aliocr.client.Client:recognize}) in Aliyun OSS:
+--   each image is put as an object of its own (V4 signature), the service
+--   reads it through a V4 presigned URL, and it is deleted after the call
+--   ([docs/local-images.md](../../docs/local-images.md)). Its fields, each
+--   with a default from the environment; the table may be left out when
+--   `ALIOCR_OSS_BUCKET` (or `OSS_BUCKET`) is set:
+-- @string[opt] opts.oss.endpoint `https://oss-cn-hangzhou.aliyuncs.com` (a
+--   scheme, a host, a port); `ALIOCR_OSS_ENDPOINT` or `OSS_ENDPOINT`
+-- @string[opt] opts.oss.region `cn-hangzhou`; `ALIOCR_OSS_REGION` or
+--   `OSS_REGION`, else the one the endpoint's name has
+-- @string[opt] opts.oss.bucket the bucket (3 to 63 of `a-z`, `0-9`, `-`);
+--   `ALIOCR_OSS_BUCKET` or `OSS_BUCKET`
+-- @string[opt="aliocr/"] opts.oss.prefix put before each object's name (a
+--   random UUID and the type's extension); `ALIOCR_OSS_PREFIX`
+-- @string[opt] opts.oss.access_key_id the AccessKey ID;
+--   `ALIBABA_CLOUD_ACCESS_KEY_ID` or `OSS_ACCESS_KEY_ID`
+-- @string[opt] opts.oss.access_key_secret its secret, kept in C (like the
+--   AppSecret) and wiped on `close`; `ALIBABA_CLOUD_ACCESS_KEY_SECRET` or
+--   `OSS_ACCESS_KEY_SECRET`
+-- @string[opt] opts.oss.security_token an STS token, with the STS
+--   AccessKey (how an app or a game should ship credentials: short-lived,
+--   and limited to the bucket and prefix by the role's policy);
+--   `ALIBABA_CLOUD_SECURITY_TOKEN`, `OSS_SESSION_TOKEN` or
+--   `ALIBABA_CLOUD_STS_TOKEN` when `access_key_id` is not given
+-- @int[opt=300] opts.oss.expires seconds the presigned URL is valid; in
+--   [1, 604800] (OSS's limit, 7 days)
+-- @bool[opt=false] opts.oss.keep keep the objects (a result's or error's
+--   `object` names it)
+-- @bool[opt] opts.oss.path_style address objects as
+--   `endpoint/bucket/object` (the default for an IP address or localhost)
+--   rather than `bucket.host/object`
+-- @tparam[opt] function opts.uploader storage of your own for local images,
+--   instead of `oss`: `uploader(bytes, name, content_type)` returns the
+--   image's http(s) URL and, optionally, a clean-up function that runs after
+--   the call (whatever its outcome); or `nil, message` (the call fails with
+--   kind `storage`, not billed, and the service is not called). It runs on
+--   the caller's thread (in `poll` for a submitted job).
+-- @tparam[opt] table opts.budget a cap on what the client may have billed:
+--   each attempt takes a unit before it is sent, an answer that was not
+--   billed gives it back, an unknown one (sent, no status back) keeps it;
+--   a call that finds none left is not sent (kind `budget`). Its fields:
+-- @int opts.budget.limit the most calls billed; in [0, 9007199254740992]
+-- @number[opt] opts.budget.period per this many seconds of wall-clock time
+--   (windows aligned to the epoch, the same in every process; for ever
+--   without it); in (0, 1000000000]
+-- @string[opt] opts.budget.dict inside nginx: a `lua_shared_dict` that holds
+--   the units, so that every worker of the machine shares the budget (a
+--   reservation is one atomic `incr`)
+-- @string[opt="aliocr:budget"] opts.budget.key the budget's name in `dict`
+--   (clients with the same key share it)
+-- @tparam[opt] table opts.rate_limit a token bucket in front of every
+--   attempt sent to the service (retries included), one token at most, so
+--   attempts are paced evenly; an attempt without a token waits for one (a
+--   blocking call sleeps, inside nginx yields; a job starts later). At least
+--   one of `qps` and `adaptive` (docs/money.md has the details). Its fields:
+-- @number[opt] opts.rate_limit.qps at most this many attempts per second; in
+--   (0, 1000000]
+-- @bool[opt=false] opts.rate_limit.adaptive find the app's limit: start at 2
+--   per second (or `qps`) and double every second while calls pass; after a
+--   throttled answer, 0.85 of the rate (of the share so far, the first
+--   time, then a second's pause), climbing back along a cubic curve (never
+--   above `qps`)
+-- @string[opt] opts.rate_limit.dict inside nginx: a `lua_shared_dict` that
+--   holds the limiter's state, so that the workers of the machine act as
+--   one client
+-- @string[opt="aliocr:rate"] opts.rate_limit.key the limiter's name in `dict`
+--   (clients with the same key share it)
+-- @int[opt=10485760] opts.max_image_bytes a larger local image is refused
+--   (kind `image`) before anything is sent (10 MiB: the API guide's cap); in
+--   [1, 1099511627776]
 -- @treturn aliocr.client.Client the client
 -- @raise on a wrong type, an unknown option, a value out of range, no
 --   credentials, a URL that is not http(s)
@@ -147,6 +219,13 @@ end
 -- @field request_id `X-Ca-Request-Id`
 -- @field attempts HTTP requests made for the call
 -- @field elapsed seconds spent, back-off included
+-- @field cleanup_error a local image's call: the error of removing its
+--   image afterwards (kind `storage`), when that failed
+-- @field object a local image's call with `oss.keep`: the object's name
+-- @field retry_after a retryable gateway error's `Retry-After` (whole
+--   seconds, at most 3600), when it had one: the call's back-off is at least
+--   that long; with a `rate_limit`, no attempt of the client goes before it
+--   has passed
 -- @field unknown_attempts only with `retry_unknown`: the call's earlier
 --   attempts whose billing is unknown (absent when there were none)
 
@@ -187,6 +266,23 @@ end
 --   when nothing of it can have been billed, nil when a request of it was
 --   under way; not retryable. It is also the kind `stats().errors` counts
 --   these calls under.
+-- - `budget`: the client's `budget` had no unit left for the call (or for
+--   its next attempt): it was not sent (`BUDGET_EXCEEDED`); billed `false`,
+--   or nil when an earlier attempt's billing is unknown; not retryable.
+-- - `image`: a local image that cannot be used: missing or unreadable
+--   (`UNREADABLE`), empty (`EMPTY`), over `max_image_bytes` (`TOO_LARGE`),
+--   not a PNG, JPEG, BMP, GIF or WebP by its first bytes (`NOT_AN_IMAGE`), a
+--   file that changed while an uploader read it (`CHANGED`); nothing was
+--   sent; not billed; not retryable.
+-- - `storage`: storing a local image failed, so the service was not called:
+--   OSS refused the upload (`code` is OSS's: `SignatureDoesNotMatch`,
+--   `RequestTimeTooSkewed`, `AccessDenied`, `NoSuchBucket`,
+--   `InvalidAccessKeyId`, ...; `request_id` its `x-oss-request-id`), the
+--   upload failed on the way (a transport code), or the uploader failed
+--   (`UPLOADER`); `action` is `"upload"`; not billed; retryable (the upload
+--   is tried again within `retries`) for 429, 5xx and transport failures.
+--   A delete that fails after the call does not fail it: the result's (or
+--   error's) `cleanup_error` is that error, with `action` `"delete"`.
 --
 -- Billing (`err.billed`; a result's is always `true`): the gateway bills a
 -- call exactly when it answers 2xx, whatever the body says. So `billed` is
@@ -222,7 +318,10 @@ end
 --   `"aliocr"` for aliocr's own codes (`RESPONSE_TOO_LARGE`: a larger answer
 --   than `max_response_bytes`, a 2xx one being a `protocol` error and any
 --   other classified by its status and headers; `BAD_JSON`;
---   `JSON_TOO_DEEP`); nil when there is no code
+--   `JSON_TOO_DEEP`; `BUDGET_EXCEEDED`; for local images `UNREADABLE`, `EMPTY`, `TOO_LARGE`,
+--   `NOT_AN_IMAGE`, `CHANGED` and `UPLOADER`), `"oss"` for OSS's error
+--   codes (a `storage` error: `SignatureDoesNotMatch`, `AccessDenied`,
+--   ...); nil when there is no code
 -- @field request_id `X-Ca-Request-Id`, when there was one
 -- @field retryable a new attempt may pass and cannot be billed twice
 -- @field attempts HTTP requests made for the call
@@ -231,6 +330,10 @@ end
 -- @field unknown_attempts only with `retry_unknown`: the call's earlier
 --   attempts whose billing is unknown (then `billed` is nil, even if the
 --   last answer was not billed)
+-- @field action a `storage` error's: `"upload"` or `"delete"`
+-- @field cleanup_error a local image's call: the error of removing its
+--   image afterwards (kind `storage`, action `"delete"`), when that failed
+-- @field object a local image's call with `oss.keep`: the object's name
 
 --- What `client:stats()` returns: calls counted when they end (a batch image
 -- or a submitted job is one call; retries add attempts, not calls; inside
@@ -246,6 +349,22 @@ end
 --   between `billed` and `billed + unknown`
 -- @field errors `{ [kind] = n }`: failed calls by error kind (@{Error}),
 --   `cancelled` included
+-- @field budget with a `budget`: `{ limit, period, used, refused }`: the units
+--   spent in the current window (the machine's, with a shared dict) and the
+--   attempts this client's budget refused
+-- @field rate_limit with a `rate_limit`: `{ rate, delayed, waited, throttled,
+--   decreases }`: the rate in force (attempts per second), the attempts of
+--   this client that waited for a token and the seconds they waited in all,
+--   the throttled answers it saw, and the adaptive rate's decreases (the
+--   machine's, with a shared dict)
+-- @field uploads with storage (`oss` or `uploader`): local images stored
+--   (OSS objects put, or uploader calls that returned a URL)
+-- @field deletes of them, removed again (OSS deletes that succeeded, or
+--   clean-ups that did not raise): with `keep` off, `uploads - deletes`
+--   objects are left in the bucket. An upload cut off (cancelled, timed
+--   out) that OSS stored anyway is in neither, nor is the delete that
+--   removes it later (twice the timeout later, or at `close`): OSS's own
+--   counts have both.
 
 --- What `client:batch` returns after the results.
 -- @table Summary

@@ -18,6 +18,7 @@
 local aliocr = require("aliocr")
 local core = require("aliocr.core")
 local codes = require("aliocr.cli.codes")
+local journals = require("aliocr.journal")
 local inputs = require("aliocr.cli.inputs")
 local options = require("aliocr.cli.options")
 local output = require("aliocr.cli.output")
@@ -84,6 +85,11 @@ end
 -- its jobs is cancelled at once.
 local function check_urls(checker, kind, urls, origins, call_opts)
   for i, u in ipairs(urls) do
+    if type(u) == "table" and not checker._store then
+      return origins[i] .. ": " .. u.file .. " is a local file: reading it needs OSS storage: set " ..
+        "ALIOCR_OSS_ENDPOINT, ALIOCR_OSS_BUCKET, ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET " ..
+        "(and ALIOCR_OSS_REGION unless the endpoint names it)"
+    end
     local good, job = pcall(checker.submit, checker, kind, u, call_opts)
     if not good then return origins[i] .. ": " .. (tostring(job):gsub("^.-aliocr: ", "")) end
     job:cancel()
@@ -132,6 +138,8 @@ function M.main(argv, sys)
   local api = args.handwriting and "handwriting" or "advanced"
   local client_opts = {
     concurrency = args.concurrency, timeout = args.timeout, retries = args.retries,
+    budget = args.max_billed and { limit = args.max_billed } or nil,
+    rate_limit = (args.qps or args.adaptive_rate) and { qps = args.qps, adaptive = args.adaptive_rate } or nil,
     ca_file = args.ca_file, tls_verify = not args.insecure,
   }
   if args.endpoint then client_opts.endpoint = args.endpoint end
@@ -154,7 +162,11 @@ function M.main(argv, sys)
     client:close()
     return status
   end
-  local bad = check_urls(checker, kind, urls, origins, call_opts)
+  -- An input with a scheme is a URL (checked as one); any other, a local
+  -- file, read through the client's OSS storage.
+  local images = {}
+  for i, u in ipairs(urls) do images[i] = u:match("^%a[%w+.-]*://") and u or { file = u } end
+  local bad = check_urls(checker, kind, images, origins, call_opts)
   checker:close()
   if bad then
     client:close()
@@ -165,11 +177,23 @@ function M.main(argv, sys)
     return interrupted_before_sending(sys)
   end
 
+  -- The journal last: a damaged one (a bad line before its last) is a usage
+  -- error, and nothing has been sent.
+  local journal
+  if args.journal then
+    journal, msg = journals.open(args.journal)
+    if not journal then
+      client:close()
+      return usage_error(sys, "journal " .. msg)
+    end
+  end
+
   local shown = args.progress or (not args.no_progress and #urls > 1 and sys.isatty(2))
-  return run.run(client, urls, {
+  return run.run(client, urls, images, {
     kind = kind, call_opts = call_opts, concurrency = args.concurrency, sys = sys,
     printer = output.new(args.output, out, sys.stderr, #urls > 1),
     bar = progress.new(sys.stderr, #urls, shown),
+    journal = journal, interface = api, retry_unknown = args.retry_unknown,
   })
 end
 

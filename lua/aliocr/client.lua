@@ -9,7 +9,10 @@
 -- @module aliocr.client
 local core = require("aliocr.core")
 local curl = require("aliocr.curl")
+local budget = require("aliocr.budget")
+local limiter = require("aliocr.limiter")
 local options = require("aliocr.options")
+local oss = require("aliocr.oss")
 local resty = require("aliocr.resty")
 
 options.own()
@@ -35,7 +38,8 @@ function Client.new(opts)
     _retry_delay = s.retry_delay,
     _retry_max_delay = s.retry_max_delay,
     _concurrency = s.concurrency,
-    _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {} },
+    _stats = { requests = 0, attempts = 0, billed = 0, not_billed = 0, unknown = 0, errors = {}, uploads = 0,
+      deletes = 0 },
     -- Jobs (see "Jobs" below): the queue of submitted jobs waiting for a
     -- slot (an array read from _qhead; a cancelled job stays in it, skipped,
     -- so that cancelling is O(1)) and how many of them are still queued;
@@ -50,6 +54,11 @@ function Client.new(opts)
     -- while handling one leaves the rest for the next drive), and the job
     -- whose attempt is being started.
     _unhandled = {}, _uhead = 1, _utail = 0, _starting = nil,
+    -- Objects of cancelled jobs to remove (see Client:_orphan), and the
+    -- deletes of them under way (key by engine id).
+    _orphans = {}, _cleanups = {},
+    -- The objects of blocking calls, stored and not deleted yet (a set of keys).
+    _live = {},
     -- The plans of calls with no options (by kind).
     _plans = {},
   }, Client)
@@ -63,6 +72,16 @@ function Client.new(opts)
   s.appcode, s.app_key, s.app_secret = nil, nil, nil
   s.decode = options.json_decoder(s.json_max_depth)
   self._engine = via.engine(self._config, s)
+  -- Local images: stored in OSS (its credentials go into the C signer), or
+  -- by the caller's uploader.
+  self._max_image_bytes, self._uploader = s.max_image_bytes, s.uploader
+  if s.oss then self._store = oss.new(s.oss) end
+  s.oss = nil
+  if s.budget then self._budget = budget.new(s.budget) end
+  if s.rate_limit then
+    s.rate_limit.sleep = via.sleep -- (inside nginx, to wait for a shared dict's lock)
+    self._limiter = limiter.new(s.rate_limit)
+  end
   return self
 end
 
@@ -122,7 +141,21 @@ end
 -- existing `%XX` kept (`aliocr.url`). A non-string or non-http(s) image
 -- URL, one with a control character, a bad host or port, one over 64 KiB
 -- once encoded, or no URL configured for the interface, raises.
--- @string image_url the image's http(s) URL, which the service downloads
+--
+-- A local image is `{ file = path }` or `{ bytes = data }` (either with an
+-- optional `name`, which an uploader is told); `{ url = ... }` is a URL.
+-- It is checked before anything is sent (readable, not empty, at most
+-- `max_image_bytes`, a PNG, JPEG, BMP, GIF or WebP: else an error of kind
+-- `image`), stored (in OSS, the `oss` option, or by the `uploader`: else
+-- an error of kind `storage`; neither is billed, and the service is not
+-- called), read by the service through its URL (OSS: a V4 presigned URL
+-- valid `oss.expires` seconds), and removed after the call whatever its
+-- outcome (unless `oss.keep`); a failed removal is the result's (or
+-- error's) `cleanup_error`. A file is streamed to OSS from disk, not read
+-- into Lua (inside nginx it is read whole: nginx's sockets take strings).
+-- A local image with neither `oss` nor `uploader` raises.
+-- @tparam string|table image_url the image's http(s) URL, which the service
+--   downloads; or a local image
 -- @tparam[opt] table opts the call's options (each defaults to the
 --   client's setting, where it has one):
 -- @tparam[opt] string|number opts.show the API's display mode: absent, empty
@@ -148,7 +181,7 @@ end
 --- Reads an image with interface two (手写体识别, "handwriting": the
 -- interface at `urls.handwriting`), which gives each line's position too
 -- (`res.lines[i].position`). Otherwise as @{Client:recognize}.
--- @string image_url the image's http(s) URL
+-- @tparam string|table image_url the image's http(s) URL, or a local image
 -- @tparam[opt] table opts the call's options, as for @{Client:recognize}
 -- @treturn[1] aliocr.Result the result
 -- @return[2] nil
@@ -186,12 +219,20 @@ function Client:stats()
   local s = self._stats
   local copy = { requests = s.requests, attempts = s.attempts, billed = s.billed,
                  not_billed = s.not_billed, unknown = s.unknown, errors = {} }
+  if self._store or self._uploader then copy.uploads, copy.deletes = s.uploads, s.deletes end
+  if self._budget then copy.budget = self._budget:stats() end
+  if self._limiter then copy.rate_limit = self._limiter:stats() end
   for k, v in pairs(s.errors) do copy.errors[k] = v end
   return copy
 end
 
 --- Cancels the jobs still pending, frees the client's connections and wipes
--- its credentials; safe to call twice. No callback runs after close (a job
+-- its credentials; safe to call twice. The local images of the jobs it
+-- cancels (and of any cancelled before) are removed first: the OSS deletes
+-- go out at once and close waits for them up to the client's `timeout` (and
+-- first, after an upload that was cut off, until OSS may have stored it:
+-- twice the timeout at most), and an uploader's clean-ups run. A client
+-- collected without `close` does not remove them. No callback runs after close (a job
 -- whose answer was in keeps it in `job.result` or `job.error`). A closed
 -- client raises on use (`stats` and `pending` still answer); a
 -- client collected without `close` frees everything too. On Lua 5.4 a client
@@ -201,9 +242,15 @@ function Client:close()
   if self._closed then return true end
   -- Jobs still pending are cancelled (and accounted as such); none starts.
   self._closed = true
-  local ok, e = pcall(function()
-    for _, job in ipairs(self:_jobs()) do job:_cancel() end
-  end)
+  -- Each job's cancel on its own: one that raises (from a finalizer, in the
+  -- middle of the client's own code) leaves none of the others pending.
+  local ok, e = true, nil
+  local listed, jobs = pcall(self._jobs, self)
+  if not listed then ok, e = false, jobs; jobs = {} end
+  for _, job in ipairs(jobs) do
+    local cancelled, err = pcall(job._cancel, job)
+    if not cancelled and ok then ok, e = false, err end
+  end
   -- From a finalizer in the middle of an operation, the engine and the
   -- credentials are closed at its end (see _op): it is still using them.
   if self._in_op then
@@ -217,8 +264,11 @@ end
 
 function Client:_close_now()
   self._close_pending = nil
+  if self._store or self._uploader then pcall(self._remove_orphans, self) end
+  self._engine_closed = true
   self._engine:close()
   self._config:close()
+  if self._store then self._store:close() end
 end
 
 Client.__close = Client.close
@@ -235,15 +285,17 @@ end
 --- Starts a call without waiting, for loops that must never block (a game's
 -- frame loop, a tool's event loop). Nothing is sent until the next `poll`,
 -- `wait` or blocking call; at most the client's `concurrency` transfers are
--- under way at once; the others wait their turn. A job's `timeout` counts
--- from the `poll` that started it: a loop that stops polling for longer
--- than that sees its jobs time out (not billed when nothing of the
--- request went out). Blocking calls and jobs share the client's
--- connections; a blocking call made while jobs are pending leaves their
--- callbacks to the next `poll`. Not inside nginx (use `batch` there).
+-- under way at once; the others wait their turn. Once started, a job's
+-- transfer runs on the client's worker thread (name lookup, connect, TLS,
+-- request and answer), never in `poll`, which only takes the finished ones
+-- and runs their callbacks; a job's `timeout` counts from the `poll` that
+-- started it. Blocking calls and jobs share the client's connections; a
+-- blocking call made while jobs are pending leaves their callbacks to the
+-- next `poll`. Not inside nginx (use `batch` there).
 -- @string kind the method the job calls: `"recognize"` or `"handwriting"`
 --   (it becomes @{Job.call})
--- @string image_url the image's http(s) URL
+-- @tparam string|table image_url the image's http(s) URL, or a local image
+--   (see @{Client:recognize})
 -- @tparam[opt] table opts the call's options, as for @{Client:recognize}
 -- @tparam[opt] function callback `callback(res, err, job)`, run once from
 --   `poll` or `wait` (never from inside libcurl) when the call is over; an
@@ -270,7 +322,31 @@ function Client:submit(kind, image_url, opts, callback)
   self._qtail = self._qtail + 1
   self._queue[self._qtail] = job
   self._nqueued = self._nqueued + 1
+  if self._fd then self:_arm() end
   return job
+end
+
+--- A file descriptor for hosts with their own event loop (libuv's
+-- `uv.new_poll`, Neovim's `vim.loop`, cqueues, a game loop's `select`): it
+-- is readable whenever `poll(0)` has something to do (a finished call to
+-- hand over, a callback to run, a job to start, a retry whose time has
+-- come), so the host can sleep until then instead of polling every tick.
+-- Watch it for reading and call `poll(0)` when it is readable; `poll`
+-- empties it. Do not read from it or close it: it is the client's, valid
+-- until `close`. Not inside nginx (there, calls are light threads).
+-- @treturn[1] integer the descriptor
+-- @treturn[2] nil
+-- @treturn[2] string why there is none
+function Client:fd()
+  check_open(self)
+  if not self._via.supports_jobs then
+    return nil, "no readiness descriptor inside nginx: calls there run in light threads"
+  end
+  if not self._fd then
+    self._fd = self._engine:fd()
+    self:_arm()
+  end
+  return self._fd
 end
 
 --- Drives the jobs: at most `timeout` seconds, returning as soon as a job
@@ -315,7 +391,8 @@ end
 -- calls, not billed (see @{Client:stats}).
 -- @string kind the method each image is read with: `"recognize"` or
 --   `"handwriting"`
--- @tparam {string,...} urls the images' http(s) URLs
+-- @tparam {string|table,...} urls the images: http(s) URLs, or local images
+--   (see @{Client:recognize}), mixed as you like
 -- @tparam[opt] table opts the batch's options, and any call option (`show`,
 --   `params`, `timeout`, `method`, `retries`) for every image:
 -- @tparam[opt] int opts.concurrency images at once (the client's `concurrency`;

@@ -15,7 +15,9 @@
 --   `run` and `cancel` do for jobs;
 -- - `check_place()`: why no call can be made here and now, or nil;
 -- - `exiting()`: why nothing new is to start (the host shuts down), or nil;
--- - `sleep(seconds)`: a pause between attempts.
+-- - `sleep(seconds)`: a pause between attempts;
+-- - `later(seconds, fn)`: runs `fn()` then, where nothing else drives the
+--   client (nginx's timers); absent here, where the jobs' drive does.
 -- @module aliocr.curl
 -- @local
 local core = require("aliocr.core")
@@ -25,11 +27,11 @@ local M = { name = "curl", light_threads = false, supports_jobs = true }
 
 function M.unsupported() return nil end
 
---- The C engine: connections for the client's concurrency (a batch may
--- run more at once: libcurl opens what it needs, and keeps this many).
+--- The C engine: a connection cache for the client's concurrency and one
+-- blocking call (a batch raises it to its own, see client/batch.lua).
 function M.engine(config, s)
   return core.engine(config, {
-    decode = s.decode, max_connections = math.max(16, 2 * s.concurrency), idle_timeout = s.idle_timeout,
+    decode = s.decode, max_connections = s.concurrency + 1, idle_timeout = s.idle_timeout,
   })
 end
 

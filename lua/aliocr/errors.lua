@@ -36,6 +36,16 @@ function M.new(fields) return setmetatable(fields, Error) end
 --- True when `v` is an aliocr error object.
 function M.is_error(v) return getmetatable(v) == Error end
 
+--- The error of a call the client's budget refused before it was sent
+-- (kind `budget`): `billed` is false, or nil when an earlier attempt's
+-- billing is unknown.
+function M.budget(b, billed, attempts)
+  return M.new({ kind = "budget", ok = 0, billed = billed, retryable = false, attempts = attempts,
+    code = "BUDGET_EXCEEDED", code_source = "aliocr",
+    msg = "not sent: the budget of " .. b.limit .. " billed call" .. (b.limit == 1 and "" or "s") ..
+      (b.period and (" per " .. b.period .. " s") or "") .. " is used up" })
+end
+
 --- The error of a call that was cancelled (kind `cancelled`): `billed` is
 -- false when nothing of it can have been billed, nil when unknown.
 function M.cancelled(msg, billed, attempts)
@@ -99,6 +109,25 @@ local http_retryable = { [429] = true, [500] = true, [502] = true, [503] = true,
 
 local function is_2xx(status) return status ~= nil and status >= 200 and status <= 299 end
 
+--- Whether an attempt was billed, by its response: true when a 2xx status
+-- arrived (the gateway bills exactly those), nil (unknown) when the request
+-- went out and no status came back, false otherwise.
+function M.billing(r)
+  local status = r.status ~= 0 and r.status or nil
+  if status then return is_2xx(status) end
+  if r.error and r.sent then return nil end
+  return false
+end
+
+-- The seconds of a Retry-After header (its delay-seconds form; an
+-- HTTP-date, or anything else, is ignored), at most an hour.
+local function retry_after(h)
+  local v = h["retry-after"]
+  local digits = type(v) == "string" and v:match("^%s*(%d+)%s*$")
+  if not digits then return nil end
+  return math.min(tonumber(digits), 3600)
+end
+
 --- Classifies a transport's response (the table both transports return:
 -- see src/response.c, and docs/development.md). Returns an error (without
 -- attempts and elapsed), or nil when `r` is a success, with its decoded
@@ -107,7 +136,7 @@ function M.classify(r)
   local h = r.headers or {}
   local status = r.status ~= 0 and r.status or nil
   local request_id = h["x-ca-request-id"]
-  local billed = is_2xx(status)
+  local billed = M.billing(r)
 
   if r.too_large then
     if billed then
@@ -127,10 +156,8 @@ function M.classify(r)
   if r.error then
     -- No complete answer. Billing is known when a status line arrived (the
     -- gateway bills exactly the 2xx ones) or when nothing was sent at all;
-    -- otherwise the request may have reached the gateway: unknown.
-    if not status then
-      if r.sent then billed = nil else billed = false end
-    end
+    -- otherwise the request may have reached the gateway: unknown (see
+    -- M.billing).
     -- TLS spoken to a plain HTTP port (an https:// URL with the port of an
     -- http:// one) is a configuration mistake: no retry mends it.
     local misconfigured = r.error == "SSL_CONNECT_ERROR" and type(r.message) == "string"
@@ -152,6 +179,7 @@ function M.classify(r)
       kind = kind, ok = 0, msg = message or code, status = status, billed = billed, code = code,
       code_source = code and "gateway" or nil,
       request_id = request_id, retryable = retryable and not billed,
+      retry_after = retryable and retry_after(h) or nil,
     })
   end
 
@@ -196,6 +224,65 @@ function M.classify(r)
     kind = "http", ok = ok or 0, msg = msg or ("HTTP " .. tostring(status)), status = status,
     billed = false, request_id = request_id, retryable = http_retryable[status] == true,
   })
+end
+
+-- Storage (OSS) -------------------------------------------------------------
+
+-- An element of OSS's XML error body (its text, entities left as they are
+-- but the five of XML).
+local function xml_field(body, name)
+  local v = body:match("<" .. name .. ">(.-)</" .. name .. ">")
+  if not v then return nil end
+  v = v:gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&apos;", "'"):gsub("&amp;", "&")
+  return v
+end
+
+--- Classifies the response of a storage request (`action`: "upload" or
+-- "delete"): nil when it succeeded (2xx), else an error of kind "storage",
+-- never billed (the service was not called), with OSS's error code
+-- (SignatureDoesNotMatch, RequestTimeTooSkewed, AccessDenied, ...) and
+-- request id (x-oss-request-id) when OSS answered.
+function M.classify_storage(r, action)
+  local h = r.headers or {}
+  local status = r.status ~= 0 and r.status or nil
+  local request_id = h["x-oss-request-id"]
+  if r.error == "ABORTED_BY_CALLBACK" and action == "upload" then
+    -- The engine's read of the file stopped: it is shorter than when it was checked.
+    return M.image("CHANGED", "the image file changed (it is shorter) since it was checked")
+  end
+  if r.error then
+    return M.new({
+      kind = "storage", ok = 0, msg = action .. " failed: " .. tostring(r.message), status = status, billed = false,
+      code = r.error, code_source = "transport", request_id = request_id, action = action,
+      retryable = not permanent[r.error],
+      -- An upload that may have reached OSS may have stored its object.
+      _maybe_stored = r.sent and action == "upload" or nil,
+    })
+  end
+  if is_2xx(status) then return nil end
+  local body = r.body or ""
+  local code, message = xml_field(body, "Code"), xml_field(body, "Message")
+  request_id = request_id or xml_field(body, "RequestId")
+  return M.new({
+    kind = "storage", ok = 0, status = status, billed = false, code = code, code_source = code and "oss" or nil,
+    msg = action .. " refused by OSS: " .. (message or code or ("HTTP " .. tostring(status))),
+    request_id = request_id, action = action,
+    retryable = http_retryable[status] == true,
+  })
+end
+
+--- The error of a local image that cannot be used (kind "image", not
+-- billed: nothing was sent), with aliocr's code.
+function M.image(code, msg)
+  return M.new({ kind = "image", ok = 0, msg = msg, billed = false, retryable = false, code = code,
+    code_source = "aliocr" })
+end
+
+--- The error of an uploader function that failed (returned nil and a
+-- message, or raised): kind "storage", not billed.
+function M.uploader(msg, action)
+  return M.new({ kind = "storage", ok = 0, msg = action .. " failed: " .. tostring(msg), billed = false,
+    code = "UPLOADER", code_source = "aliocr", action = action, retryable = false })
 end
 
 return M

@@ -19,8 +19,11 @@ M.API_OF = { recognize = "advanced", handwriting = "handwriting" }
 M.DEFAULTS = {
   timeout = 10, connect_timeout = 3, retries = 2, retry_delay = 0.2, retry_max_delay = 5,
   max_response_bytes = 16 * 1024 * 1024, json_max_depth = 64, concurrency = 8, idle_timeout = 10,
-  method = "POST",
+  method = "POST", max_image_bytes = 10 * 1024 * 1024,
 }
+
+--- The defaults of the `oss` option's fields.
+M.OSS_DEFAULTS = { prefix = "aliocr/", expires = 300 }
 
 --- aliocr.new's options and their types.
 local OPTIONS = {
@@ -29,7 +32,21 @@ local OPTIONS = {
   retries = "number", retry_unknown = "boolean", retry_delay = "number", retry_max_delay = "number",
   proxy = "string", ca_file = "string", tls_verify = "boolean", max_response_bytes = "number",
   user_agent = "string", concurrency = "number", transport = "string", json_max_depth = "number",
-  method = "string", idle_timeout = "number",
+  method = "string", idle_timeout = "number", oss = "table", uploader = "function", max_image_bytes = "number",
+  budget = "table", rate_limit = "table",
+}
+
+--- The fields of the `rate_limit` option and their types.
+local RATE_OPTIONS = { qps = "number", adaptive = "boolean", dict = "string", key = "string" }
+
+--- The fields of the `budget` option and their types.
+local BUDGET_OPTIONS = { limit = "number", period = "number", dict = "string", key = "string" }
+
+--- The fields of the `oss` option and their types.
+local OSS_OPTIONS = {
+  endpoint = "string", region = "string", bucket = "string", prefix = "string", access_key_id = "string",
+  access_key_secret = "string", security_token = "string", expires = "number", keep = "boolean",
+  path_style = "boolean",
 }
 
 local CALL_OPTIONS = { show = true, params = true, timeout = true, method = true, retries = true }
@@ -105,6 +122,19 @@ local function whole(v, what, lo, hi)
   return v
 end
 
+-- Raises unless every field of the option table `o` (the option `what`) is
+-- one of `types` (field = type name) and of its type; `names` lists them
+-- for the message.
+local function fields(o, types, what, names)
+  for k, v in pairs(o) do
+    local want = types[k]
+    if not want then
+      fail("unknown " .. what .. " option '" .. tostring(k) .. "'" .. (names and (" (" .. names .. ")") or ""))
+    end
+    if type(v) ~= want then fail(what .. "." .. k .. " must be a " .. want) end
+  end
+end
+
 -- A parameter value as sent: whole numbers without a ".0" (Lua 5.3+ would
 -- write 1.0 for a float).
 local function param_string(v)
@@ -141,6 +171,125 @@ end
 
 M.http_url, M.positive, M.whole, M.ms, M.header_safe = http_url, positive, whole, ms, header_safe
 M.json_decoder, M.MAX_IMAGE_URL = json_decoder, MAX_IMAGE_URL
+
+-- The first of these environment variables that is set and not empty.
+local function env(...)
+  for i = 1, select("#", ...) do
+    local v = getenv((select(i, ...)))
+    if v ~= nil and v ~= "" then return v end
+  end
+  return nil
+end
+
+--- Checks the `oss` option (and the environment, which gives what it does
+-- not): the settings of the client's OSS storage, or nil when neither
+-- names a bucket. The region defaults to the one in an Aliyun endpoint's
+-- name (oss-cn-hangzhou.aliyuncs.com); path-style addressing
+-- (endpoint/bucket/key) to an endpoint whose host is an IP address or
+-- localhost.
+function M.oss(o)
+  if o ~= nil then
+    fields(o, OSS_OPTIONS, "oss")
+  else
+    if not env("ALIOCR_OSS_BUCKET", "OSS_BUCKET") then return nil end
+    o = {}
+  end
+  local endpoint = o.endpoint or env("ALIOCR_OSS_ENDPOINT", "OSS_ENDPOINT")
+  if not endpoint then fail("OSS needs an endpoint: set oss.endpoint, or ALIOCR_OSS_ENDPOINT") end
+  if not endpoint:find("://", 1, true) then endpoint = "https://" .. endpoint end
+  http_url(endpoint, "oss.endpoint")
+  endpoint = endpoint:gsub("/+$", "")
+  local good, why = url_check.endpoint(endpoint .. "/")
+  if not good or endpoint:find("[?#]") or endpoint:match("^%a+://[^/]+(/.*)$") then
+    fail("oss.endpoint must be a scheme and a host (and a port), got '" .. endpoint:gsub("%c", "?") .. "'" ..
+      (why and (": " .. why) or ""))
+  end
+  local host = endpoint:match("^%a+://([^/:%[]+)") or endpoint:match("^%a+://%[([^%]]+)%]")
+  local region = o.region or env("ALIOCR_OSS_REGION", "OSS_REGION") or
+    (host and host:match("^oss%-([%w%-]-)%-internal%.aliyuncs%.com$")) or
+    (host and host:match("^oss%-([%w%-]+)%.aliyuncs%.com$"))
+  if not region then
+    fail("OSS needs a region (cn-hangzhou...): set oss.region, or ALIOCR_OSS_REGION")
+  end
+  if not region:match("^[%w%-]+$") then fail("oss.region must be letters, digits and '-'") end
+  local bucket = o.bucket or env("ALIOCR_OSS_BUCKET", "OSS_BUCKET")
+  if not bucket then fail("OSS needs a bucket: set oss.bucket, or ALIOCR_OSS_BUCKET") end
+  -- OSS's own rule: 3 to 63 lower-case letters, digits and hyphens, not at an end.
+  if #bucket < 3 or #bucket > 63 or not bucket:match("^[a-z0-9][a-z0-9%-]*[a-z0-9]$") then
+    fail("oss.bucket must be 3 to 63 lower-case letters, digits and '-' (not first or last)")
+  end
+  local prefix = o.prefix or env("ALIOCR_OSS_PREFIX") or M.OSS_DEFAULTS.prefix
+  if prefix:find("%c") or prefix:sub(1, 1) == "/" or #prefix > 512 then
+    fail("oss.prefix must not start with '/' or hold control characters, and is at most 512 bytes")
+  end
+  -- A "." or ".." segment would be removed from the path by an HTTP
+  -- library or proxy, and the signature would no longer match.
+  if ("/" .. prefix .. "/"):find("/%.%.?/") then fail("oss.prefix must not have a '.' or '..' segment") end
+  local id = o.access_key_id or env("ALIBABA_CLOUD_ACCESS_KEY_ID", "OSS_ACCESS_KEY_ID")
+  local secret = o.access_key_secret or env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "OSS_ACCESS_KEY_SECRET")
+  local token = o.security_token
+  if token == nil and o.access_key_id == nil then
+    token = env("ALIBABA_CLOUD_SECURITY_TOKEN", "OSS_SESSION_TOKEN", "ALIBABA_CLOUD_STS_TOKEN")
+  end
+  if not id or not secret then
+    fail("OSS needs an AccessKey: set oss.access_key_id and oss.access_key_secret, or " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+  end
+  for _, kv in ipairs({ { "access_key_id", id }, { "access_key_secret", secret }, { "security_token", token } }) do
+    if kv[2] == "" then fail("oss." .. kv[1] .. " must not be empty") end
+    header_safe(kv[2], "oss." .. kv[1])
+  end
+  local expires = o.expires or M.OSS_DEFAULTS.expires
+  whole(expires, "oss.expires", 1, 604800)
+  local path_style = o.path_style
+  if path_style == nil then
+    path_style = host ~= nil and (host == "localhost" or host:match("^[%d.]+$") ~= nil
+      or host:find(":", 1, true) ~= nil)
+  end
+  return {
+    endpoint = endpoint, region = region, bucket = bucket, prefix = prefix, access_key_id = id,
+    access_key_secret = secret, security_token = token, expires = expires, keep = o.keep == true,
+    path_style = path_style,
+  }
+end
+
+--- Checks the `budget` option: the settings of the client's budget (see
+-- aliocr.budget), the shared dict itself in `dict`. `in_nginx`: whether
+-- nginx's Lua module runs this (a shared dict needs it).
+function M.budget(o, in_nginx)
+  fields(o, BUDGET_OPTIONS, "budget", "limit, period, dict, key")
+  if o.limit == nil then fail("budget.limit is needed: the most calls that may be billed") end
+  whole(o.limit, "budget.limit", 0, 2^53)
+  positive(o.period, "budget.period", false, 1e9)
+  return { limit = o.limit, period = o.period, dict = M.shared_dict(o, "budget", in_nginx),
+    key = o.key or "aliocr:budget" }
+end
+
+--- The lua_shared_dict that option `o` (budget or rate_limit, `what`)
+-- names in `o.dict`, or nil; `o.key` only with it. `in_nginx`: whether
+-- nginx's Lua module runs this.
+function M.shared_dict(o, what, in_nginx)
+  if o.dict == nil then
+    if o.key ~= nil then fail(what .. ".key names the entry in " .. what .. ".dict: give dict too") end
+    return nil
+  end
+  if not in_nginx then fail(what .. ".dict names a lua_shared_dict: it works only inside nginx") end
+  local nginx = rawget(_G, "ngx")
+  local dict = nginx and nginx.shared and nginx.shared[o.dict]
+  if not dict then fail(what .. ".dict: nginx has no lua_shared_dict '" .. o.dict .. "'") end
+  return dict
+end
+
+--- Checks the `rate_limit` option: the settings of the client's limiter
+-- (see aliocr.limiter): a fixed rate `qps`, `adaptive`, or both; inside
+-- nginx, the shared dict itself in `dict`.
+function M.rate_limit(o, in_nginx)
+  fields(o, RATE_OPTIONS, "rate_limit", "qps, adaptive, dict, key")
+  positive(o.qps, "rate_limit.qps", false, 1e6)
+  if o.qps == nil and not o.adaptive then fail("rate_limit needs qps, or adaptive = true (or both)") end
+  return { qps = o.qps, adaptive = o.adaptive == true, dict = M.shared_dict(o, "rate_limit", in_nginx),
+    key = o.key or "aliocr:rate" }
+end
 
 --- Checks aliocr.new's options (and the environment, which gives what the
 -- options do not); returns the settings of the client, every default
@@ -224,6 +373,8 @@ function M.client(opts, in_nginx)
     fail("transport \"resty\" works only inside nginx's Lua module (OpenResty, libnginx-mod-http-lua)")
   end
   if opts.retries ~= nil then whole(opts.retries, "retries", 0, 1e3) end
+  if opts.oss and opts.uploader then fail("give oss or uploader, not both") end
+  local oss = not opts.uploader and M.oss(opts.oss) or nil
   local D = M.DEFAULTS
   return {
     appcode = appcode, app_key = key, app_secret = secret, signature_method = signature_method,
@@ -245,6 +396,10 @@ function M.client(opts, in_nginx)
       ("aliocr/" .. core.versions().aliocr .. " libcurl/" .. core.versions().curl),
     concurrency = opts.concurrency and whole(opts.concurrency, "concurrency", 1, 1e4) or D.concurrency,
     idle_timeout = opts.idle_timeout and whole(opts.idle_timeout, "idle_timeout", 1, 86400) or D.idle_timeout,
+    oss = oss, uploader = opts.uploader, budget = opts.budget and M.budget(opts.budget, in_nginx) or nil,
+    rate_limit = opts.rate_limit and M.rate_limit(opts.rate_limit, in_nginx) or nil,
+    max_image_bytes = opts.max_image_bytes and whole(opts.max_image_bytes, "max_image_bytes", 1, 2^40)
+      or D.max_image_bytes,
   }
 end
 

@@ -28,6 +28,12 @@ end
 --- Sleeps without blocking nginx's worker.
 function M.sleep(seconds) ngx.sleep(seconds) end
 
+--- Runs `fn()` in `seconds`, in a light thread of its own (an nginx timer),
+-- unless nginx's worker is exiting by then.
+function M.later(seconds, fn)
+  ngx.timer.at(seconds, function(premature) if not premature then fn() end end)
+end
+
 --- Why nothing new is to start: nginx's worker is shutting down (a QUIT,
 -- or a HUP's old worker); nil while it serves.
 function M.exiting()
@@ -426,7 +432,8 @@ function Engine:_once(req, deadline, fresh, on_send)
   local target = path
   if proxy_host and not tls then target = scheme .. "://" .. address(host) .. ":" .. port .. path end
   local default_port = (tls and port == 443) or (not tls and port == 80)
-  local method = req.body and "POST" or "GET" -- config:request gives a body to a POST only
+  -- config:request gives a body to a POST only; a storage request names its method.
+  local method = req.method or (req.body and "POST" or "GET")
   local lines = {
     method .. " " .. target .. " HTTP/1.1",
     "Host: " .. address(host) .. (default_port and "" or (":" .. port)),
@@ -437,7 +444,7 @@ function Engine:_once(req, deadline, fresh, on_send)
   if self.settings.user_agent then lines[#lines + 1] = "User-Agent: " .. self.settings.user_agent end
   for _, h in ipairs(req.headers) do lines[#lines + 1] = h end
   local body = req.body
-  if method == "POST" then lines[#lines + 1] = "Content-Length: " .. #body end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
   lines[#lines + 1] = ""
   lines[#lines + 1] = body or ""
 
@@ -455,24 +462,26 @@ function Engine:_once(req, deadline, fresh, on_send)
   local reader = http_reader(self.settings.max_bytes)
   local done, name, msg = read_answer(sock, reader, deadline)
   local r
+  local raw = req.method ~= nil -- a storage request's answer: every header, no decoding
+  local decode = self.settings.decode
   if done then
     if keep and reader:keepalive() then
       sock:setkeepalive(self.idle_ms, self.pool_size)
     else
       sock:close()
     end
-    r = reader:response(self.settings.decode, true)
+    r = reader:response(decode, true, nil, nil, nil, raw)
   else
     sock:close()
     if name == "too_large" then
-      r = reader:response(self.settings.decode, true)
+      r = reader:response(decode, true, nil, nil, nil, raw)
     elseif may_be_stale and not reader:got_any() and (name == "GOT_NOTHING" or msg:find("reset", 1, true)) then
       -- The whole request went out: the gateway may have received it and
       -- billed it, so it is not sent again (the C engine refuses libcurl's
       -- resend in the same case).
-      r = reader:response(self.settings.decode, true, nil, nil, true)
+      r = reader:response(decode, true, nil, nil, true, raw)
     else
-      r = reader:response(self.settings.decode, true, name, msg)
+      r = reader:response(decode, true, name, msg, nil, raw)
     end
   end
   reader:free()
@@ -486,11 +495,36 @@ end
 -- (after the connect and the TLS handshake).
 function Engine:perform(api, image, params, method, timeout_ms, on_send)
   if self.closed then error("attempt to use a closed aliocr engine", 2) end
+  if type(api) == "table" then return self:_storage(api, image) end
   local url, headers, body = self.config:request(api, image, params, method)
   local req = { url = url, headers = headers, body = body }
   local deadline = now() + timeout_ms / 1000
   -- A stale connection is found only by the send, after on_send ran.
   return self:_once(req, deadline, false, on_send) or self:_once(req, deadline, true, nil)
+end
+
+--- A storage request (an OSS PUT or DELETE), as the C engine's
+-- `perform(request, timeout_ms)` makes it: `request` has `method`, `url`,
+-- `headers` (signed already) and, for a PUT, `body` or `file` and `size`
+-- (read whole here: nginx's socket takes strings). Its response has every
+-- header and the body undecoded. Raises on misuse and when the file cannot
+-- be read.
+function Engine:_storage(request, timeout_ms)
+  local m = request.method
+  if m ~= "PUT" and m ~= "GET" and m ~= "DELETE" and m ~= "POST" then
+    error("the nginx transport sends PUT, GET, DELETE or POST storage requests, not " .. tostring(m), 3)
+  end
+  local body = request.body
+  if request.file then
+    local f, why = io.open(request.file, "rb")
+    if not f then error("cannot open the file to send: " .. tostring(why), 3) end
+    body = f:read(request.size) or ""
+    f:close()
+    if #body ~= request.size then error("the file to send is shorter than it was", 3) end
+  end
+  local req = { url = request.url, headers = request.headers or {}, body = body, method = m }
+  local deadline = now() + timeout_ms / 1000
+  return self:_once(req, deadline, false, nil) or self:_once(req, deadline, true, nil)
 end
 
 return M

@@ -17,18 +17,62 @@ local M = {}
 
 local cancelled = errors.cancelled
 
---- Reads the images `urls` with `client` (which it closes) and prints
--- them. `o`: kind ("recognize" or "handwriting"), call_opts (each call's
--- options), concurrency, printer (aliocr.cli.output's), bar
--- (aliocr.cli.progress'), sys (aliocr.cli's: stderr, interrupted). Returns
--- the exit status.
-function M.run(client, urls, o)
+-- What the journal holds for an image handed to the client, until its outcome.
+local SENT = errors.new({ kind = "sent", msg = "sent: no outcome was journaled (the tool stopped)", billed = nil,
+                          retryable = false })
+
+-- What a journal entry (aliocr.journal's) stands for: a result, or an error,
+-- as the client would have given it.
+-- A whole number read back from JSON, as the client gave it (an integer on
+-- Lua 5.3+: decoders give floats).
+local function whole(v)
+  if type(v) == "number" and math.tointeger then return math.tointeger(v) or v end
+  return v
+end
+
+local function from_entry(e)
+  if e.outcome == "result" then
+    return { text = e.text or "", lines = e.lines or {}, status = whole(e.status), billed = e.billed,
+             request_id = e.request_id, attempts = whole(e.attempts) }
+  end
+  return errors.new({ kind = e.kind or "unknown", msg = e.msg, status = whole(e.status), billed = e.billed,
+                      code = e.code, request_id = e.request_id, retryable = e.retryable, attempts = whole(e.attempts) })
+end
+
+-- The journal entry of image `url`'s outcome `v` (a result or an error) on `interface`.
+local function to_entry(url, interface, v)
+  if aliocr.is_error(v) then
+    return { image = url, interface = interface, outcome = "error", billed = v.billed, kind = v.kind, msg = v.msg,
+             status = v.status, code = v.code, request_id = v.request_id, retryable = v.retryable == true,
+             attempts = v.attempts }
+  end
+  local lines = {}
+  for n, l in ipairs(v.lines or {}) do lines[n] = { words = l.words, position = l.position } end
+  return { image = url, interface = interface, outcome = "result", billed = v.billed, kind = "result",
+           request_id = v.request_id, text = v.text, lines = lines, status = v.status, attempts = v.attempts }
+end
+
+--- Reads the images `urls` (as given: what the output names them by) with
+-- `client` (which it closes) and prints them; `images[i]` is what the
+-- client is given for `urls[i]` (the URL, or `{ file = path }`). `o`:
+-- kind ("recognize" or "handwriting"), call_opts (each call's options),
+-- concurrency, printer (aliocr.cli.output's), bar
+-- (aliocr.cli.progress'), sys (aliocr.cli's: stderr, interrupted); with a
+-- journal (aliocr.journal's, which it closes): interface ("advanced" or
+-- "handwriting"), retry_unknown. Each answer is journaled as it comes (before
+-- it is printed), and each call cancelled in flight as billing unknown; an
+-- image the journal has done is not sent (its journaled outcome is printed),
+-- nor one whose billing is unknown unless retry_unknown. Returns the exit
+-- status.
+function M.run(client, urls, images, o)
   local kind, call_opts, concurrency, printer, bar, sys = o.kind, o.call_opts, o.concurrency, o.printer, o.bar, o.sys
   local stderr = sys.stderr
+  local journal, interface = o.journal, o.interface
 
   local ok, err = printer:start()
   if not ok then
     client:close()
+    if journal then journal:close() end
     stderr:write("aliocr: cannot write to stdout: ", err, ": nothing was sent\n")
     return codes.FAILED
   end
@@ -42,11 +86,48 @@ function M.run(client, urls, o)
   local answered, answered_billed, in_flight, not_sent = 0, 0, 0, 0
   local stopped, account_trouble, interrupted = false, false, false
   local write_error, unwritten, unwritten_billed = nil, 0, 0
+  -- skipped[i]: image i's outcome came from the journal (it is not sent).
+  local skipped, skipped_count, journal_error = {}, 0, nil
 
   local function record(i, value)
     results[i] = value
     done = done + 1
     if aliocr.is_error(value) then failed = failed + 1 end
+  end
+
+  if journal then
+    local unknown = {}
+    for i, url in ipairs(urls) do
+      local state = journal:state(url, interface)
+      if state == "done" or (state == "unknown" and not o.retry_unknown) then
+        skipped[i] = true
+        skipped_count = skipped_count + 1
+        record(i, from_entry(journal:entry(url, interface)))
+        if state == "unknown" then unknown[#unknown + 1] = url end
+      end
+    end
+    if #unknown > 0 then
+      stderr:write(string.format("aliocr: journal %s: %d image%s whose billing is unknown, not sent again " ..
+        "(--retry-unknown sends them):\n", journal.path, #unknown, #unknown == 1 and "" or "s"))
+      for _, url in ipairs(unknown) do stderr:write("  ", url, "\n") end
+      stderr:flush()
+    end
+  end
+
+  local stop
+
+  -- Journals image i's outcome `v` (an error of kind "cancelled" or
+  -- "budget" not billed stands for no outcome: a rerun sends the image).
+  -- After a failed write, nothing more is sent and the calls under way are
+  -- cancelled. True when written.
+  local function journal_outcome(i, v)
+    if not journal or journal_error then return end
+    local written, why = journal:append(to_entry(urls[i], interface, v))
+    if not written then
+      journal_error = why
+      if not stopped then stop("the journal could not be written", true) end
+    end
+    return written
   end
 
   -- Stops sending, because of `why`: every image not handed to the client,
@@ -56,11 +137,13 @@ function M.run(client, urls, o)
   -- the gateway); without, they finish (they may already be billed). A job
   -- whose answer has arrived cannot be cancelled: its callback runs at the
   -- next poll.
-  local function stop(why, and_in_flight)
+  stop = function(why, and_in_flight)
     stopped = true
     for i = next_submit, #urls do
-      record(i, cancelled("not sent: " .. why, false, 0))
-      not_sent = not_sent + 1
+      if not skipped[i] then
+        record(i, cancelled("not sent: " .. why, false, 0))
+        not_sent = not_sent + 1
+      end
     end
     next_submit = #urls + 1
     -- Those waiting first: cancelling one under way frees a slot, which must
@@ -80,6 +163,7 @@ function M.run(client, urls, o)
         jobs[i] = nil
         record(i, cancelled((attempts > 0 and "not retried: " or "not sent: ") .. why, false, attempts))
         not_sent = not_sent + 1
+        journal_outcome(i, results[i])
       end
     end
     if not and_in_flight then return end
@@ -90,6 +174,7 @@ function M.run(client, urls, o)
         record(i, cancelled("cancelled in flight: " .. why .. "; the request may have reached the gateway", nil,
           attempts))
         in_flight = in_flight + 1
+        journal_outcome(i, results[i])
       end
     end
   end
@@ -100,6 +185,7 @@ function M.run(client, urls, o)
     record(i, res or e)
     answered = answered + 1
     if (res or e).billed == true then answered_billed = answered_billed + 1 end
+    journal_outcome(i, res or e)
     -- After the gateway refused the credentials or the quota, the images not
     -- sent yet are not sent: they would be refused too. (Those under way
     -- finish: they may already be billed.)
@@ -107,6 +193,9 @@ function M.run(client, urls, o)
       account_trouble = true
       if not stopped then stop("the gateway refused the credentials or the quota") end
     end
+    -- After --max-billed was reached, nothing more is handed over (a local
+    -- file would be uploaded for nothing).
+    if e and e.kind == "budget" and not stopped then stop("--max-billed was reached") end
   end
 
   -- Hands the client images, up to `concurrency` of its jobs queued or under way.
@@ -118,9 +207,15 @@ function M.run(client, urls, o)
     end
     while busy < concurrency and next_submit <= #urls do
       local i = next_submit
+      -- Journaled before it is handed over: if the tool is killed, the
+      -- image's billing is unknown, not absent (a rerun would pay again).
+      -- After a failed write, stop has recorded this image and the rest.
+      if not skipped[i] and journal and not journal_outcome(i, SENT) then return end
       next_submit = i + 1
-      jobs[i] = client:submit(kind, urls[i], call_opts, function(res, e) on_answer(i, res, e) end)
-      busy = busy + 1
+      if not skipped[i] then
+        jobs[i] = client:submit(kind, images[i], call_opts, function(res, e) on_answer(i, res, e) end)
+        busy = busy + 1
+      end
     end
   end
 
@@ -175,7 +270,25 @@ function M.run(client, urls, o)
     if not write_error then bar:draw(done, failed) end
   end
   bar:clear(true)
+  local limited = client:stats().rate_limit
   client:close()
+  if limited then
+    stderr:write(string.format("aliocr: rate limit: %d attempt%s waited %.1f s in all for a token, %d throttled " ..
+      "answer%s, %.1f calls/s at the end\n", limited.delayed, limited.delayed == 1 and "" or "s", limited.waited,
+      limited.throttled, limited.throttled == 1 and "" or "s", limited.rate))
+  end
+
+  if journal then
+    local c = journal:counts()
+    journal:close()
+    if journal_error then
+      stderr:write(string.format("aliocr: cannot write to the journal %s: %s: nothing more was sent\n", journal.path,
+        journal_error))
+    end
+    stderr:write(string.format("aliocr: journal %s: this run billed %d (%d answered, %d cancelled in flight, " ..
+      "%d from the journal); the journal holds %d done (%d billed), %d billing unknown\n", journal.path,
+      answered_billed, answered, in_flight, skipped_count, c.done, c.billed, c.unknown))
+  end
 
   local fates = string.format("%d cancelled in flight (billing unknown), %d not sent", in_flight, not_sent)
   if write_error then
@@ -187,7 +300,7 @@ function M.run(client, urls, o)
       fates))
     return codes.INTERRUPTED
   end
-  if write_error then return codes.FAILED end
+  if write_error or journal_error then return codes.FAILED end
   if account_trouble then return codes.ACCOUNT end
   return failed > 0 and codes.FAILED or codes.OK
 end

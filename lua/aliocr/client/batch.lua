@@ -62,6 +62,9 @@ function Client:_batch_jobs(kind, urls, call_opts, limit, on_progress)
   local total, started = #urls, monotonic()
   local batch = { results = {}, outstanding = 0, done = 0 }
   local jobs, next_i, reported = {}, 1, 0
+  -- The connection cache keeps what the batch opens, for its next images
+  -- and the next batch.
+  if not self._closed then self._engine:connections(limit + 1) end
   local ok, e = pcall(function()
     while reported < total and not self._closed do
       while batch.outstanding < limit and next_i <= total and not self._closed do
@@ -79,6 +82,9 @@ function Client:_batch_jobs(kind, urls, call_opts, limit, on_progress)
       end
     end
   end)
+  -- The batch's drives took the submitted jobs' answers in too: the
+  -- descriptor tells the host so.
+  if self._fd and not self._closed then self:_arm() end
   if not ok or self._closed then
     -- Cancelled: the images under way (billing unknown) and waiting for a
     -- retry; those never started are cancelled calls, not billed.
@@ -91,7 +97,9 @@ function Client:_batch_jobs(kind, urls, call_opts, limit, on_progress)
     -- Closed from on_progress: every image still gets its slot.
     for i = 1, total do
       if batch.results[i] == nil then
-        batch.results[i] = jobs[i] and jobs[i].error or
+        -- A job removing its image has its call's outcome already.
+        local job = jobs[i]
+        batch.results[i] = job and (job.result or job.error) or
           errors.cancelled("not sent: the client was closed during the batch", false, 0)
       end
     end
