@@ -52,15 +52,29 @@ local wanted = {
   https_port = args.https_port and must(options.integer("https-port", args.https_port, 0, 65535)) or nil,
 }
 wanted.control_port = must(options.integer("control-port", args.control_port, 0, 65535))
+local oss = conf.oss
+if oss then
+  wanted.oss_port = must(options.integer("oss-port", args.oss_port, 0, 65535))
+  if args.oss_https_port then
+    wanted.oss_https_port = must(options.integer("oss-https-port", args.oss_https_port, 0, 65535))
+  end
+end
 local ports, chosen_any = probes.ports(host, wanted)
 local port, https_port, control_port = ports.port, ports.https_port, ports.control_port
 
 local tls
-if https_port then tls = must(tls_files.ensure(args.tls_dir or (scratch .. "/tls"), host)) end
+if https_port or ports.oss_https_port then
+  tls = must(tls_files.ensure(args.tls_dir or (scratch .. "/tls"), host))
+end
 
 -- Files ---------------------------------------------------------------------------
 
 must(files.run("mkdir -p " .. files.quote(scratch .. "/logs") .. " " .. files.quote(scratch .. "/tmp/ocr")))
+if oss then
+  -- Each bucket's objects are files in a folder of its own.
+  oss.dir = scratch .. "/oss"
+  for name in pairs(oss.buckets) do must(files.run("mkdir -p " .. files.quote(oss.dir .. "/" .. name))) end
+end
 must(files.write(scratch .. "/settings.lua", "return " .. files.serialize(settings) .. "\n", "600"))
 
 must(files.write(scratch .. "/nginx.conf", nginx_conf.render({
@@ -68,6 +82,8 @@ must(files.write(scratch .. "/nginx.conf", nginx_conf.render({
   images = images, url_host = url_host, port = port, control_port = control_port, workers = conf.workers,
   threads = threads, max_body = settings.max_body, is_root = probes.is_root(), verbose = args.verbose,
   tls = tls, https_port = https_port, http2 = args.http2,
+  oss_port = oss and ports.oss_port, oss_https_port = oss and ports.oss_https_port,
+  oss_max_body = oss and oss.max_body,
 })))
 
 local base = "http://" .. url_host .. ":" .. port
@@ -76,12 +92,19 @@ local info = {
   "advanced " .. base .. settings.paths.advanced,
   "handwriting " .. base .. settings.paths.handwriting,
 }
-if tls then
-  info[#info + 1] = "https https://" .. url_host .. ":" .. https_port
-  info[#info + 1] = "ca-file " .. tls.ca
-end
+if https_port then info[#info + 1] = "https https://" .. url_host .. ":" .. https_port end
+if tls then info[#info + 1] = "ca-file " .. tls.ca end
 info[#info + 1] = "control http://" .. url_host .. ":" .. control_port
 info[#info + 1] = "images " .. base .. "/images/"
+if oss then
+  info[#info + 1] = "oss http://" .. url_host .. ":" .. ports.oss_port
+  if ports.oss_https_port then info[#info + 1] = "oss-https https://" .. url_host .. ":" .. ports.oss_https_port end
+  info[#info + 1] = "oss-region " .. oss.region
+  local names = {}
+  for name in pairs(oss.buckets) do names[#names + 1] = name end
+  table.sort(names)
+  info[#info + 1] = "oss-buckets " .. table.concat(names, ",")
+end
 must(files.write(scratch .. "/info", table.concat(info, "\n") .. "\n"))
 must(files.write(scratch .. "/control-url", "http://" .. url_host .. ":" .. control_port .. "\n"))
 if chosen_any then must(files.write(scratch .. "/ports-chosen", "")) end

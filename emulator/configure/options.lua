@@ -12,14 +12,23 @@ local function new_parser()
     "addresses it serves, and stops cleanly on SIGINT or SIGTERM, leaving nothing behind.")
   parser:epilog([[
 Credentials may also come from the environment, which keeps secrets out of the
-process list: ALIOCR_EMULATOR_APPCODES (comma-separated codes) and
-ALIOCR_EMULATOR_APP_KEYS (comma-separated KEY:SECRET pairs).
+process list: ALIOCR_EMULATOR_APPCODES (comma-separated codes),
+ALIOCR_EMULATOR_APP_KEYS (comma-separated KEY:SECRET pairs), and for the OSS
+endpoint ALIOCR_EMULATOR_OSS_KEYS (comma-separated ID:SECRET pairs) and
+ALIOCR_EMULATOR_OSS_STS (comma-separated ID:SECRET:TOKEN triples).
 
 What it prints, one "name value" line each, then "ready":
   endpoint     the API base URL (ALIOCR_ENDPOINT for the client)
   advanced     interface one's URL        handwriting  interface two's URL
   https        the HTTPS base URL         ca-file      the test CA to verify it with
   control      the control endpoint       images       sample images served on loopback
+  oss          the OSS endpoint (objects at oss/BUCKET/KEY), with --oss-port
+  oss-https    the OSS endpoint over HTTPS, with --oss-https-port
+  oss-region   the OSS endpoint's region  oss-buckets  its buckets, comma-separated
+
+The OSS endpoint serves PutObject, GetObject, HeadObject and DeleteObject in
+private buckets, signed with V4 signatures (OSS4-HMAC-SHA256) in the
+Authorization header or in a signed URL.
 
 Interface one answers `data` as one string when `show` is absent, empty or 0,
 and as an array of {words} when `show` is 1. See emulator/README.md for the
@@ -50,6 +59,21 @@ control endpoint and the fault modes.]])
     "(adds X-Ca-Error-Code).", "classic"):choices({ "classic", "vpc" })
   parser:option("--path", "Serve interface API (advanced or handwriting) at PATH (repeatable).")
     :count("*"):argname("<api=path>")
+  parser:option("--oss-port", "Also serve an OSS endpoint (Aliyun Object Storage with V4 signatures)\n" ..
+    "on this port; 0 picks a free port."):argname("<port>")
+  parser:option("--oss-https-port", "Also serve the OSS endpoint over HTTPS (the test CA's certificate)\n" ..
+    "on this port; 0 picks a free port."):argname("<port>")
+  parser:option("--oss-region", "The OSS endpoint's region, as signatures name it.", "cn-hangzhou")
+    :argname("<region>")
+  parser:option("--oss-bucket", "A bucket of the OSS endpoint (repeatable; default: one bucket, aliocr).")
+    :count("*"):argname("<name>")
+  parser:option("--oss-key", "Accept this OSS AccessKey ID with its secret (repeatable).")
+    :count("*"):argname("<id:secret>")
+  parser:option("--oss-sts", "Accept this STS AccessKey ID with its secret; its requests must carry\n" ..
+    "this x-oss-security-token (repeatable).")
+    :count("*"):argname("<id:secret:token>")
+  parser:option("--oss-max-body", "Largest object a PUT may upload to the OSS endpoint, in bytes.",
+    tostring(64 * 1024 * 1024)):argname("<bytes>")
   parser:option("--workers", "nginx worker processes.", "1")
   parser:option("--max-body", "Largest request body accepted, in bytes.", tostring(8 * 1024 * 1024))
   parser:option("--log-max", "Requests kept in the request log; 0 keeps none (for benchmarks).", "10000")
@@ -85,6 +109,57 @@ local function integer(...)
   local n, msg = M.integer(...)
   if not n then usage(msg) end
   return n
+end
+
+-- The OSS endpoint's settings (nil when it is off): region, buckets,
+-- keys ({ [id] = { secret, token } }), max_body, log_max. The launcher adds
+-- dir (where the objects' files go).
+local function read_oss(args, getenv, log_max)
+  local asked = #args.oss_bucket > 0 or #args.oss_key > 0 or #args.oss_sts > 0 or args.oss_https_port
+  if not args.oss_port then
+    if asked then usage("the OSS options need --oss-port") end
+    return nil
+  end
+  local region = args.oss_region
+  if not region:find("^[a-z0-9][a-z0-9%-]*$") then
+    usage("--oss-region takes a region ID such as cn-hangzhou, got '" .. region .. "'")
+  end
+  local buckets = {}
+  for _, b in ipairs(#args.oss_bucket > 0 and args.oss_bucket or { "aliocr" }) do
+    if #b < 3 or #b > 63 or not b:find("^[a-z0-9][a-z0-9%-]*[a-z0-9]$") then
+      usage("--oss-bucket: '" .. b .. "' is not a bucket name (3 to 63 lower-case letters, digits " ..
+        "and hyphens, starting and ending with a letter or a digit)")
+    end
+    buckets[b] = true
+  end
+  local keys = {}
+  local function id_ok(id) return id and id:find("^[%w%._=%-]+$") end
+  local function add_key(pair)
+    local id, secret = pair:match("^([^:]+):([^:]+)$")
+    if not id_ok(id) or secret:find("[%s%c,]") then
+      usage("--oss-key takes ID:SECRET (letters, digits and . _ = - in the ID; no spaces or commas)")
+    end
+    keys[id] = { secret = secret }
+  end
+  local function add_sts(triple)
+    local id, secret, token = triple:match("^([^:]+):([^:]+):(.+)$")
+    if not id_ok(id) or secret:find("[%s%c,]") or token:find("[%s%c,]") then
+      usage("--oss-sts takes ID:SECRET:TOKEN (letters, digits and . _ = - in the ID; no spaces or commas)")
+    end
+    keys[id] = { secret = secret, token = token }
+  end
+  for _, p in ipairs(args.oss_key) do add_key(p) end
+  for _, t in ipairs(args.oss_sts) do add_sts(t) end
+  for p in (getenv("ALIOCR_EMULATOR_OSS_KEYS") or ""):gmatch("[^,]+") do add_key(p) end
+  for t in (getenv("ALIOCR_EMULATOR_OSS_STS") or ""):gmatch("[^,]+") do add_sts(t) end
+  if next(keys) == nil then
+    usage("no OSS credentials: give --oss-key ID:SECRET or --oss-sts ID:SECRET:TOKEN " ..
+      "(or ALIOCR_EMULATOR_OSS_KEYS, ALIOCR_EMULATOR_OSS_STS)")
+  end
+  return {
+    region = region, buckets = buckets, keys = keys, log_max = log_max,
+    max_body = integer("oss-max-body", args.oss_max_body, 1),
+  }
 end
 
 -- The settings from the options, in the order they are checked.
@@ -144,7 +219,10 @@ local function read(args, getenv)
     log_max = integer("log-max", args.log_max, 0),
   }
   local workers = integer("workers", args.workers, 1, 64)
+  local oss = read_oss(args, getenv, settings.log_max)
+  settings.oss = oss
   return {
+    oss = oss,
     scratch = args.scratch,
     host = host,
     -- An IPv6 address in a URL or a listen directive: in brackets.
@@ -155,7 +233,8 @@ local function read(args, getenv)
 end
 
 --- What the options `args` (parse's) ask for, with the credentials of the
--- environment (`getenv`): { scratch, host, url_host, settings, workers }, or
+-- environment (`getenv`): { scratch, host, url_host, settings, workers, oss
+-- (nil when the OSS endpoint is off) }, or
 -- nil and the usage message of the first option found wrong.
 function M.settings(args, getenv)
   local ok, conf = pcall(read, args, getenv)

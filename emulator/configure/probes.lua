@@ -68,13 +68,14 @@ function M.is_root()
   return io.popen("id -u"):read("*l") == "0"
 end
 
---- The ports `wanted` on `host`: { port, https_port, control_port } (the
--- HTTPS one may be absent), each 0 replaced by a free one the kernel
+--- The ports `wanted` on `host`: { port, https_port, control_port, oss_port,
+-- oss_https_port } (all but port and control_port may be absent), each 0
+-- replaced by a free one the kernel
 -- picked; and whether any was picked. All sockets stay open until every
 -- port is chosen, so two listeners never get the same one.
 function M.ports(host, wanted)
   local held, ports, chosen_any = {}, {}, false
-  for _, name in ipairs({ "port", "https_port", "control_port" }) do
+  for _, name in ipairs({ "port", "https_port", "control_port", "oss_port", "oss_https_port" }) do
     local n = wanted[name]
     if n == 0 then
       local s = assert(socket.bind(host, 0))

@@ -3,15 +3,20 @@
 --
 --   GET    /health        {"ok":true}
 --   GET    /settings      the settings in force
---   POST   /settings      change latency_ms, backend_timeout_ms, rate, quota,
---                         quotas ({credential: n|false}), errors, fetch
+--   POST   /settings      change latency_ms, backend_timeout_ms, rate,
+--                         rate_retry_after, quota, quotas ({credential:
+--                         n|false}), errors, fetch
 --   GET    /faults        the fault rules with their hits and uses left
 --   POST   /faults        add a rule (an object) or rules (an array)
 --   DELETE /faults        remove every rule
 --   GET    /ledger        billed calls, requests and quota per credential
 --   GET    /requests      the request log (?since=N for entries after seq N)
 --   GET    /connections   TCP connections accepted by the API listeners
---   POST   /reset         forget everything since the launch
+--   GET    /oss/objects   the OSS endpoint's objects (?bucket=NAME: that
+--                         bucket's list; without: every bucket's)
+--   GET    /oss/requests  the OSS request log (?since=N)
+--   POST   /reset         forget everything since the launch (the OSS
+--                         buckets are emptied too)
 local cjson = require("cjson.safe")
 local faults = require("aliocr_emu.faults")
 local state = require("aliocr_emu.state")
@@ -49,7 +54,7 @@ end
 local function settings_view()
   local s = state.settings()
   local view = {}
-  for _, k in ipairs({ "latency_ms", "backend_timeout_ms", "rate", "errors", "fetch",
+  for _, k in ipairs({ "latency_ms", "backend_timeout_ms", "rate", "rate_retry_after", "errors", "fetch",
                        "backend", "max_body", "paths" }) do
     view[k] = s[k]
   end
@@ -111,8 +116,53 @@ end
 
 routes["GET /connections"] = function() return send(200, state.connections()) end
 
+-- An object as the control endpoint shows it.
+local function object_view(meta)
+  return { key = meta.key, size = meta.size, etag = meta.etag, content_type = meta.content_type,
+           last_modified = meta.last_modified }
+end
+
+local function oss_off() return send(404, { error = "the OSS endpoint is off (start with --oss-port)" }) end
+
+routes["GET /oss/objects"] = function()
+  local o = state.oss()
+  if not o then return oss_off() end
+  local store = require("aliocr_emu.oss_store")
+  local bucket = ngx.var.arg_bucket
+  local function list(name)
+    local out = {}
+    for i, meta in ipairs(store.list(name)) do out[i] = object_view(meta) end
+    return out
+  end
+  if bucket then
+    if not o.buckets[bucket] then return send(404, { error = "no such bucket" }) end
+    return send_list(list(bucket))
+  end
+  -- { "<bucket>": [objects...] }, an empty list written as [] (cjson would
+  -- write {}).
+  local names = {}
+  for name in pairs(o.buckets) do names[#names + 1] = name end
+  table.sort(names)
+  local parts = {}
+  for i, name in ipairs(names) do
+    local l = list(name)
+    parts[i] = cjson.encode(name) .. ":" .. (#l == 0 and "[]" or cjson.encode(l))
+  end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print("{", table.concat(parts, ","), "}\n")
+  return ngx.exit(ngx.OK)
+end
+
+routes["GET /oss/requests"] = function()
+  if not state.oss() then return oss_off() end
+  local since = ngx.var.arg_since
+  if since and not since:find("^%d+$") then return bad("since must be a number") end
+  return send_list(require("aliocr_emu.oss_store").requests(tonumber(since)))
+end
+
 routes["POST /reset"] = function()
   state.reset()
+  if state.oss() then require("aliocr_emu.oss_store").reset() end
   return send(200, { ok = true })
 end
 

@@ -1,6 +1,8 @@
--- HMAC and MD5 from OpenSSL's libcrypto, through LuaJIT's FFI. Debian's nginx
--- links libcrypto, so its symbols are already in the process; if they are not
--- visible globally, the library is loaded by name.
+-- HMAC, SHA-256 and MD5 from OpenSSL's libcrypto, through LuaJIT's FFI.
+-- Debian's nginx links libcrypto, so its symbols are already in the process;
+-- if they are not visible globally, the library is loaded by name. The
+-- gateway's signatures use hmac_base64 and md5_base64; the OSS endpoint's V4
+-- signatures use hmac_sha256, sha256_hex and md5_hex.
 local ffi = require("ffi")
 
 ffi.cdef[[
@@ -41,12 +43,37 @@ function M.hmac_base64(method, secret, msg)
   return ngx.encode_base64(ffi.string(out, outlen[0]))
 end
 
+local function digest(md, data, what)
+  if lib.EVP_Digest(data, #data, out, outlen, md, nil) ~= 1 then error(what .. " failed") end
+  return ffi.string(out, outlen[0])
+end
+
+--- Lower-case hexadecimal of the bytes `s`.
+function M.hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
 --- Base64 of MD5(data), as Content-MD5 carries it.
 function M.md5_base64(data)
-  if lib.EVP_Digest(data, #data, out, outlen, lib.EVP_md5(), nil) ~= 1 then
-    error("MD5 failed")
+  return ngx.encode_base64(digest(lib.EVP_md5(), data, "MD5"))
+end
+
+--- MD5(data) in lower-case hexadecimal.
+function M.md5_hex(data)
+  return M.hex(digest(lib.EVP_md5(), data, "MD5"))
+end
+
+--- SHA-256(data) in lower-case hexadecimal.
+function M.sha256_hex(data)
+  return M.hex(digest(lib.EVP_sha256(), data, "SHA-256"))
+end
+
+--- HMAC-SHA256(key, msg): the 32 raw bytes.
+function M.hmac_sha256(key, msg)
+  if lib.HMAC(lib.EVP_sha256(), key, #key, msg, #msg, out, outlen) == nil then
+    error("HMAC failed")
   end
-  return ngx.encode_base64(ffi.string(out, outlen[0]))
+  return ffi.string(out, outlen[0])
 end
 
 return M

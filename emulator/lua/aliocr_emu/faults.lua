@@ -131,8 +131,10 @@ M.modes = {
       elseif r.code ~= nil and type(r.code) ~= "string" then
         return "code must be a string"
       end
+      if r.retry_after ~= nil and not int(r.retry_after, 0, 86400) then return "retry_after must be seconds" end
     end,
     run = function(r, _, _, s)
+      if r.retry_after then ngx.header["Retry-After"] = tostring(r.retry_after) end
       if r.error then return reply.gateway_error(r.error, s.errors) end
       return reply.custom_gateway_error(r.status, r.message, r.code)
     end,
@@ -193,6 +195,45 @@ M.modes = {
   },
 }
 
+-- The OSS endpoint's faults (oss.lua runs them): they apply to OSS requests
+-- that passed its checks (bucket, signature), never to the gateway's, and
+-- take `method` (PUT by default: uploads), `bucket` and `credential` (an
+-- AccessKey ID) to match. oss_error answers an OSS error instead of the
+-- operation (`code`, and `status` unless the emulator knows that code;
+-- `message`); oss_slow waits `ms` before the operation; oss_gone lets a PUT
+-- succeed and removes its object at once, so that a later GET (the
+-- vendor's download of the signed URL) gets NoSuchKey.
+local OSS_METHODS = { PUT = true, GET = true, HEAD = true, DELETE = true }
+local function oss_check(extra)
+  return function(r)
+    if r.api ~= nil then return "an OSS fault takes no api (it applies to the OSS endpoint)" end
+    if r.method ~= nil and not OSS_METHODS[r.method] then return "method must be PUT, GET, HEAD or DELETE" end
+    if r.bucket ~= nil and type(r.bucket) ~= "string" then return "bucket must be a string" end
+    return extra and extra(r) or nil
+  end
+end
+M.modes.oss_error = {
+  oss = true,
+  check = oss_check(function(r)
+    if type(r.code) ~= "string" or not r.code:find("^%w+$") then return "oss_error needs a code (e.g. AccessDenied)" end
+    if r.status ~= nil and not int(r.status, 300, 599) then return "status must be 300..599" end
+    if r.status == nil and not require("aliocr_emu.oss_errors").by_code(r.code) then
+      return "the emulator does not know the status of " .. r.code .. ": give a status"
+    end
+    if r.message ~= nil and type(r.message) ~= "string" then return "message must be a string" end
+  end),
+}
+M.modes.oss_slow = {
+  oss = true,
+  check = oss_check(function(r) if not int(r.ms, 0, 600000) then return "oss_slow needs ms (0..600000)" end end),
+}
+M.modes.oss_gone = {
+  oss = true,
+  check = oss_check(function(r)
+    if r.method ~= nil and r.method ~= "PUT" then return "oss_gone applies to PUT only" end
+  end),
+}
+
 -- Every gateway error is also a mode of its own: {"mode":"internal_error"}.
 for _, name in ipairs(errors.names) do
   M.modes[name] = { run = function(_, _, _, s) return reply.gateway_error(name, s.errors) end }
@@ -212,11 +253,23 @@ function M.check(r)
   return mode.check and mode.check(r) or nil
 end
 
---- The fault for this request, if any (taking one of its uses).
+--- The fault for this API request, if any (taking one of its uses).
 function M.pick(api, cred)
   for _, r in ipairs(state.faults()) do
-    if (r.api == nil or r.api == api) and (r.credential == nil or r.credential == cred)
+    if not M.modes[r.mode].oss and (r.api == nil or r.api == api) and (r.credential == nil or r.credential == cred)
         and state.take_fault(r) then
+      return r
+    end
+  end
+  return nil
+end
+
+--- The fault for this OSS request (`method`, `bucket`, AccessKey `key_id`),
+-- if any (taking one of its uses).
+function M.pick_oss(method, bucket, key_id)
+  for _, r in ipairs(state.faults()) do
+    if M.modes[r.mode].oss and (r.method or "PUT") == method and (r.bucket == nil or r.bucket == bucket)
+        and (r.credential == nil or r.credential == key_id) and state.take_fault(r) then
       return r
     end
   end

@@ -13,6 +13,8 @@
 -- The log phase settles the bill (2xx is billed, nothing else is), counts
 -- connections and writes the request log.
 local auth = require("aliocr_emu.auth")
+local body_of = require("aliocr_emu.body")
+local secrets = require("aliocr_emu.secrets")
 local faults = require("aliocr_emu.faults")
 local reply = require("aliocr_emu.reply")
 local state = require("aliocr_emu.state")
@@ -70,20 +72,6 @@ local function merged(query, form)
   return params
 end
 
--- The body, also when nginx kept it in a file (a --max-body over 64 MiB).
-local function read_body()
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if body then return body end
-  local path = ngx.req.get_body_file()
-  if not path then return "" end
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  body = f:read("*a")
-  f:close()
-  return body
-end
-
 --- The named location nginx goes to when a body is over --max-body.
 function M.body_too_large()
   ngx.ctx.api_request = true
@@ -98,7 +86,7 @@ function M.handle()
 
   local method = ngx.req.get_method()
   local body = ""
-  if method ~= "GET" and method ~= "HEAD" then body = read_body() end
+  if method ~= "GET" and method ~= "HEAD" then body = body_of.read() end
   ctx.body = body
 
   local path = ngx.var.uri
@@ -128,6 +116,7 @@ function M.handle()
   ctx.credential, ctx.auth, ctx.settle = cred, how, true
 
   if not state.within_rate(cred, s.rate) then
+    if (s.rate_retry_after or 0) > 0 then ngx.header["Retry-After"] = tostring(s.rate_retry_after) end
     return reply.gateway_error("throttled_app", s.errors)
   end
   if not state.reserve_quota(cred, state.quota_for(s, cred)) then
@@ -180,15 +169,15 @@ function M.log()
     time = ngx.req.start_time(),
     request_id = ctx.request_id,
     method = ngx.req.get_method(),
-    uri = ngx.var.request_uri,
+    uri = secrets.redact(ngx.var.request_uri),
     path = ngx.var.uri,
     api = ctx.api,
     scheme = ngx.var.scheme,
     http_version = ngx.req.http_version(),
     headers = ngx.req.get_headers(0, true),
-    body = #body > LOG_BODY_MAX and body:sub(1, LOG_BODY_MAX) or body,
+    body = secrets.redact(#body > LOG_BODY_MAX and body:sub(1, LOG_BODY_MAX) or body),
     body_bytes = #body,
-    params = ctx.params,
+    params = secrets.redact_values(ctx.params),
     credential = ctx.credential,
     auth = ctx.auth,
     fault = ctx.fault,
@@ -196,6 +185,8 @@ function M.log()
     billed = billed,
     connection = tonumber(ngx.var.connection),
     connection_requests = tonumber(ngx.var.connection_requests),
+    -- Over HTTPS: whether the client resumed an earlier TLS session.
+    tls_resumed = ngx.var.https == "on" and ngx.var.ssl_session_reused == "r" or nil,
   })
 end
 

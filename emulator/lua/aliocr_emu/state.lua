@@ -23,6 +23,7 @@ local tunable = {
   latency_ms = nonneg_int,
   backend_timeout_ms = function(v) return nonneg_int(v) and v >= 1 end,
   rate = nonneg_int,
+  rate_retry_after = nonneg_int,
   quota = quota_value,
   quotas = function(v)
     if type(v) ~= "table" then return false end
@@ -99,6 +100,11 @@ function M.quota_for(s, cred)
   if q == nil then q = s.quota end
   return q or nil
 end
+
+--- The OSS endpoint's settings of the launch (nil when it is off): region,
+-- buckets ({ [name] = true }), keys ({ [id] = { secret, token } }), dir (the
+-- objects' files), log_max.
+function M.oss() return base.oss end
 
 function M.appcode_known(code) return base.appcodes[code] == true end
 function M.app_secret(key) return base.app_keys[key] end
@@ -191,6 +197,28 @@ function M.settle(cred, reserved, billed)
   end
 end
 
+-- OSS operations counted in the ledger, by method.
+local OSS_OPS = { PUT = "puts", GET = "gets", HEAD = "heads", DELETE = "deletes" }
+
+--- Counts one answered OSS request: `method`, whether it was accepted (a 2xx
+-- answer) and whether the emulator's own vendor made it (a download of an
+-- image URL).
+function M.count_oss(method, accepted, by_vendor)
+  local op = OSS_OPS[method] or "others"
+  st:incr("oss:" .. op .. ":" .. (accepted and "accepted" or "refused"), 1, 0)
+  if by_vendor then st:incr("oss:" .. op .. ":by_vendor", 1, 0) end
+end
+
+local function oss_ledger()
+  local out = {}
+  for _, op in ipairs({ "puts", "gets", "heads", "deletes", "others" }) do
+    local accepted = st:get("oss:" .. op .. ":accepted") or 0
+    local refused = st:get("oss:" .. op .. ":refused") or 0
+    out[op] = { accepted = accepted, refused = refused, by_vendor = st:get("oss:" .. op .. ":by_vendor") or 0 }
+  end
+  return out
+end
+
 function M.ledger()
   local s = M.settings()
   local out = { credentials = {}, total = { requests = 0, billed = 0, not_billed = 0 } }
@@ -210,6 +238,7 @@ function M.ledger()
     out.total.billed = out.total.billed + billed
   end
   out.total.not_billed = out.total.requests - out.total.billed
+  if base.oss then out.oss = oss_ledger() end
   return out
 end
 
