@@ -38,7 +38,9 @@ Emulator.__index = Emulator
 -- variables for it. Raises with the emulator's output if it does not start.
 -- The specs expect the API guide's example answers: unless the options name
 -- a backend, the canned one is used (the emulator's default is tesseract).
-function M.start(options, env)
+-- `nice` (optional) runs it at that nice value: a stand-in for a server on
+-- another machine, which takes no CPU from the host under test.
+function M.start(options, env, nice)
   local tmp = sh.tmpdir()
   local out, pidfile = tmp .. ".out", tmp .. ".pid"
   local argv, backend = {}, false
@@ -51,8 +53,9 @@ function M.start(options, env)
   for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. q(v) end
   -- A job started with & has SIGINT ignored; undo that, as a terminal would
   -- run it, so that the specs can stop it with SIGINT too.
-  os.execute(string.format("env --default-signal=INT %s %s %s >%s 2>&1 </dev/null & echo $! >%s",
-    table.concat(envs, " "), q(M.bin), table.concat(argv, " "), q(out), q(pidfile)))
+  os.execute(string.format("env --default-signal=INT %s %s%s %s >%s 2>&1 </dev/null & echo $! >%s",
+    table.concat(envs, " "), nice and ("nice -n " .. math.floor(nice) .. " ") or "", q(M.bin),
+    table.concat(argv, " "), q(out), q(pidfile)))
   local pid = read_all(pidfile):match("%d+")
   os.remove(pidfile)
   local self = setmetatable({ pid = pid, tmp = tmp, out = out, info = {} }, Emulator)
@@ -77,6 +80,13 @@ function M.start(options, env)
   self.control = self.info.control
   self.images = self.info.images
   self.image = self.images .. "sample.png"
+  -- The OSS endpoint, with --oss-port.
+  self.oss = self.info.oss
+  self.oss_https = self.info["oss-https"]
+  self.oss_region = self.info["oss-region"]
+  self.oss_buckets = {}
+  for b in (self.info["oss-buckets"] or ""):gmatch("[^,]+") do self.oss_buckets[#self.oss_buckets + 1] = b end
+  self.oss_bucket = self.oss_buckets[1]
   self.scratch = capture("ls -d " .. q(tmp) .. "/aliocr-emulator.* 2>/dev/null"):gsub("%s+$", "")
   -- "con[f]": the pattern must not match the shell that runs pgrep.
   local master = pids("pgrep -f " .. q(self.scratch .. "/nginx.con[f]"))
@@ -86,6 +96,39 @@ function M.start(options, env)
     for _, w in ipairs(pids("pgrep -P " .. p)) do self.nginx[#self.nginx + 1] = w end
   end
   return self
+end
+
+--- The OSS credentials the specs use (fixed test values, never real
+-- ones): a plain AccessKey and an STS one with its security token.
+M.OSS_KEY = { id = "LTAIemulatorSpecKey", secret = "spec-oss-secret-1" }
+M.OSS_STS = { id = "STS.emulatorSpecKey", secret = "spec-oss-secret-2", token = "spec-sts-token-1" }
+
+--- Starts an emulator with its OSS endpoint on a free port and the specs'
+-- OSS credentials (M.OSS_KEY, M.OSS_STS), passed in the environment so that
+-- they stay out of the process list. `options` are more options (an API
+-- port, an AppCode "demo" and --oss-port 0 are added unless they are given);
+-- `env` more environment.
+function M.start_oss(options, env, nice)
+  local argv, given = {}, {}
+  for _, o in ipairs(options or {}) do
+    argv[#argv + 1] = o
+    given[o] = true
+  end
+  if not given["--port"] then table.insert(argv, 1, "0") table.insert(argv, 1, "--port") end
+  if not given["--appcode"] and not given["--app-key"] then
+    argv[#argv + 1] = "--appcode"
+    argv[#argv + 1] = "demo"
+  end
+  if not given["--oss-port"] then
+    argv[#argv + 1] = "--oss-port"
+    argv[#argv + 1] = "0"
+  end
+  local e = {
+    ALIOCR_EMULATOR_OSS_KEYS = M.OSS_KEY.id .. ":" .. M.OSS_KEY.secret,
+    ALIOCR_EMULATOR_OSS_STS = M.OSS_STS.id .. ":" .. M.OSS_STS.secret .. ":" .. M.OSS_STS.token,
+  }
+  for k, v in pairs(env or {}) do e[k] = v end
+  return M.start(argv, e, nice)
 end
 
 --- What the emulator printed so far.
@@ -149,10 +192,32 @@ function Emulator:settled_ledger()
   return cjson.decode(last)
 end
 function Emulator:connections() return (self:ctl("GET", "/connections")) end
+--- The times the logged API requests arrived at, in order.
+function Emulator:arrivals()
+  local t = {}
+  for _, e in ipairs(self:requests()) do t[#t + 1] = e.time end
+  table.sort(t)
+  return t
+end
 function Emulator:settings(changes)
   if changes then return self:ctl("POST", "/settings", changes) end
   return self:ctl("GET", "/settings")
 end
+
+--- The objects of an OSS bucket (default: the first), sorted by key: a
+-- list of { key, size, etag, content_type, last_modified }.
+function Emulator:oss_objects(bucket)
+  local list = self:ctl("GET", "/oss/objects?bucket=" .. (bucket or self.oss_bucket))
+  return list
+end
+--- The OSS request log (entries after `since`).
+function Emulator:oss_requests(since)
+  return (self:ctl("GET", "/oss/requests" .. (since and ("?since=" .. since) or "")))
+end
+--- The ledger's OSS counts once they stop changing (the log phase counts a
+-- request after its answer went out): { puts, gets, heads, deletes, others },
+-- each { accepted, refused, by_vendor }.
+function Emulator:oss_ledger() return self:settled_ledger().oss end
 
 --- A call to an interface with APPCODE auth: `api` is "advanced" or
 -- "handwriting"; `o` may hold appcode, form (default: url of the sample

@@ -904,7 +904,15 @@ function M.run(seq, env)
       return
     end
     if out[2] ~= true then fail("close-return", "close returned " .. tostring(out[2])) end
-    if crec.closed then return end
+    if crec.closed then
+      -- A finalizer closed it again during this close (and saw the jobs
+      -- this close had cancelled already): the jobs active before are this
+      -- close's.
+      for _, j in ipairs(crec.jobs) do
+        if ACTIVE[snapshot[j]] and not j.close_pre then j.close_pre = snapshot[j] end
+      end
+      return
+    end
     count("close from " .. via)
     crec.closed, crec.closed_by = true, via
     if epoch ~= R.epoch then crec.uncertain = crec.uncertain or "a finalizer ran during close" end

@@ -125,6 +125,21 @@ function M.test_config(ca_file, extra)
   return text
 end
 
+--- The test configuration (see test_config) with `workers` worker
+-- processes and a lua_shared_dict of 1 MB named `dict`: what the specs of
+-- state shared by the workers (budgets, rate limits) run in.
+function M.shared_config(ca_file, extra, workers, dict)
+  local text = M.test_config(ca_file, extra)
+  local function swap(from, to)
+    local i, j = text:find(from, 1, true)
+    luassert(i, "the test configuration no longer has: " .. from)
+    text = text:sub(1, i - 1) .. to .. text:sub(j + 1)
+  end
+  swap("worker_processes 1;", "worker_processes " .. workers .. ";")
+  swap("lua_socket_log_errors off;", "lua_socket_log_errors off;\n  lua_shared_dict " .. dict .. " 1m;")
+  return text
+end
+
 --- POSTs `value` as JSON to `path` of this nginx; asserts a 200 and
 -- returns the decoded answer.
 function Nginx:post(path, value, timeout)

@@ -25,6 +25,23 @@ function M.eventually(check, seconds)
 end
 
 --- A port on loopback that nothing listens on.
+--- Asserts that the `n` arrival times `t` (sorted) are paced at `qps`: no
+-- j-th arrival after an i-th sooner than (j - i) / qps, less `jitter`
+-- seconds (the time from a token to the request's arrival varies from one
+-- request to the next, most under valgrind; default 0.1). A burst, or a
+-- limiter per process where one was to be shared, fails it.
+function M.assert_paced(t, qps, n, jitter)
+  jitter = jitter or 0.1
+  luassert.equal(n, #t)
+  for i = 1, #t do
+    for j = i + 1, #t do
+      luassert(t[j] - t[i] >= (j - i) / qps - jitter,
+        ("requests %d and %d arrived %.3f s apart (%d tokens at %g/s take %.3f s)"):format(i, j, t[j] - t[i],
+          j - i, qps, (j - i) / qps))
+    end
+  end
+end
+
 function M.closed_port()
   local s = assert(socket.bind("127.0.0.1", 0))
   local _, port = s:getsockname()

@@ -145,8 +145,8 @@ describe("client connections", function()
     local client = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, idle_timeout = 1 })
     finally(function() client:close() end)
     assert.truthy(client:recognize(emu.image))
-    -- libcurl counts whole seconds of idleness: more than 1 means 2.
-    socket.sleep(2.2)
+    -- Idle a little over idle_timeout (libcurl counts whole seconds).
+    socket.sleep(1.2)
     local res, err = client:recognize(emu.image)
     assert.is_nil(err)
     assert.equal(1, res.attempts)
@@ -823,6 +823,35 @@ describe("client and engine lifetime", function()
         local kept = assert(load("local new_engine = ... local kept do local e <close> = new_engine() kept = e end " ..
           "return kept"))(new_engine)
         assert.matches("closed", tostring(kept))
+      end
+    end)
+
+    it("closed by its own decoder while it builds a response (run, perform): nothing leaks, nothing crashes", function()
+      emu:settings({ latency_ms = 0 })
+      local cjson_decode = require("cjson").new().decode
+      for _, how in ipairs({ "run", "perform" }) do
+        local engine
+        engine = core.engine(cred, { max_connections = 4, idle_timeout = 10, decode = function(text)
+          engine:close() -- the jobs being built are the method's: freed at its end
+          return cjson_decode(text)
+        end })
+        if how == "run" then
+          engine:add(request())
+          engine:add(request())
+          local got = {}
+          local deadline = now() + 5
+          while #got == 0 and now() < deadline do
+            local list = engine:run(1)
+            for _, r in ipairs(list) do got[#got + 1] = r end
+          end
+          assert.is_true(#got >= 1)
+          assert.equal(200, got[1].status)
+        else
+          local r = engine:perform(request())
+          assert.equal(200, r.status)
+        end
+        assert.matches("closed", tostring(engine))
+        assert.error_matches(function() engine:run(0) end, "closed")
       end
     end)
 

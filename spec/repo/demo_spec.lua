@@ -83,6 +83,14 @@ describe("the demo", function()
     assert.matches("an image that is not there: aliocr api error: [^\n]*HTTP 666, not billed", out)
     assert.matches("kind=api status=666 ok=0 billed=false retryable=false", out, 1, true)
     assert.matches("aliocr quota error: Quota Exhausted %(HTTP 403, not billed", out)
+    -- Local images through the emulator's OSS: a file and bytes read, the
+    -- bucket empty after.
+    local local_part = out:match("\n== local images[^\n]*\n(.-)\n\n")
+    assert.truthy(local_part, "no local images section in:\n" .. out)
+    assert.matches("^%-%- a file: [%w-]+%.png\n", local_part)
+    assert.matches("\n%-%- bytes in memory: [%w-]+%.png %(%d+ bytes%)\n", local_part)
+    assert.is_nil(local_part:find("aliocr %a+ error"), local_part)
+    assert.truthy(local_part:find("  2 uploads, 2 deletes; objects left in the bucket: 0", 1, true), local_part)
     -- What the client counted is what the emulator billed.
     assert.truthy(out:find(string.format("== this client: %d requests, %d billed, 2 not billed, 0 unknown",
       3 * n + 2, 3 * n), 1, true), out)

@@ -69,4 +69,21 @@ describe("the emulator's nginx.conf template", function()
     conf = nginx_conf.render(conf_options({ https_port = 8443, tls = { cert = "/c", key = "/k" } }))
     assert.truthy(conf:find("\n    listen 127.0.0.1:8443 ssl;\n", 1, true))
   end)
+
+  it("adds the OSS endpoint's server block, its body limit and its HTTPS listener, only when asked", function()
+    local conf = nginx_conf.render(conf_options())
+    assert.falsy(conf:find("aliocr_emu.oss", 1, true))
+    conf = nginx_conf.render(conf_options({ oss_port = 9000, oss_max_body = 64 * 1024 * 1024 }))
+    assert.truthy(conf:find("\n    listen 127.0.0.1:9000;\n\n    client_max_body_size 67108864;\n" ..
+      "    client_body_buffer_size 16777216;\n", 1, true))
+    assert.truthy(conf:find('location / { content_by_lua_block { require("aliocr_emu.oss").handle() } }', 1, true))
+    assert.truthy(conf:find("error_page 413 = @oss_too_large;", 1, true))
+    assert.falsy(conf:find(" ssl", 1, true))
+    -- HTTPS for OSS alone: the API's listener stays plain.
+    conf = nginx_conf.render(conf_options({ oss_port = 9000, oss_max_body = 1000, oss_https_port = 9443,
+      tls = { cert = "/c", key = "/k" } }))
+    assert.truthy(conf:find("\n    listen 127.0.0.1:8080;\n\n    header_filter_by_lua_block", 1, true))
+    assert.truthy(conf:find("\n    listen 127.0.0.1:9000;\n    listen 127.0.0.1:9443 ssl;\n", 1, true))
+    assert.truthy(conf:find("\n    client_max_body_size 1000;\n    client_body_buffer_size 1000;\n", 1, true))
+  end)
 end)
