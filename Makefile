@@ -10,6 +10,9 @@ LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl libcrypto)
 CURL_LIBS   ?= $(shell pkg-config --libs libcurl libcrypto)
+# The engine's worker thread (src/worker.c).
+CURL_CFLAGS += -pthread
+CURL_LIBS   += -pthread -ldl
 
 CFLAGS  ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -std=c99 -pedantic
@@ -54,7 +57,7 @@ INSTALL_CORE_5.3 = build/5.3/aliocr/core.so
 INSTALL_CORE_5.1 = build/5.1/aliocr/core.so
 INSTALL_CORE    ?= $(INSTALL_CORE_$(LUA_VERSION))
 
-.PHONY: all bootstrap build test unit valgrind asan model static fuzz demo docs bench soak install install-luajit lint clean
+.PHONY: all bootstrap build test unit valgrind asan tsan model static fuzz demo docs bench soak install install-luajit lint clean
 
 all: bootstrap
 	@$(MAKE) --no-print-directory build
@@ -105,6 +108,28 @@ build/asan/lua: spec/asan_lua.c
 asan: all
 	@$(MAKE) --no-print-directory $(ASAN_CORE) build/asan/lua
 	@ASAN=1 spec/run-split $(SPEC_JOBS) spec/unit spec/integration
+
+# The C core built with ThreadSanitizer (the engine's worker thread, see
+# src/worker.c), and the specs of jobs, batches and the worker run against
+# it under lua5.4 (spec/run TSAN=1): any report fails.
+TSAN_CORE = build/tsan/aliocr/core.so
+TSAN_SPECS = spec/integration/client_worker_spec.lua spec/integration/client_jobs_spec.lua \
+  spec/integration/client_hostile_spec.lua spec/unit
+$(TSAN_CORE): $(SOURCES) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) \
+	  -fPIC -fvisibility=hidden $(shell pkg-config --cflags lua5.4) $(CURL_CFLAGS) $(LIBFLAG) -o $@.tmp \
+	  $(SOURCES) $(LDFLAGS) $(CURL_LIBS)
+	@mv -f $@.tmp $@
+
+build/tsan/lua: spec/asan_lua.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fno-omit-frame-pointer -fsanitize=thread $(WARN) \
+	  $(shell pkg-config --cflags lua5.4) -o $@ $< $(shell pkg-config --libs lua5.4)
+
+tsan: all
+	@$(MAKE) --no-print-directory $(TSAN_CORE) build/tsan/lua
+	@TSAN=1 spec/run $(TSAN_SPECS)
 
 # The model-based test (spec/integration/model_spec.lua,
 # spec/helpers/model.lua) at length: MODEL_OPS random operations (submit,
@@ -157,11 +182,14 @@ static: bootstrap
 demo: all
 	@$(LUA) examples/demo.lua
 
-# The benchmarks (bench/run.lua): a table on stdout, and build/bench/.
+# The benchmarks (bench/run.lua): a table on stdout, and build/bench/; then
+# the rate limiter's (bench/rate.lua, about 2 minutes): a table on stdout and
+# in build/bench/rate.md.
 bench: all
 	@scripts/bootstrap bench
 	@$(MAKE) --no-print-directory build/bench/limit
 	@lua5.4 bench/run.lua
+	@lua5.4 bench/rate.lua > build/bench/rate.md && cat build/bench/rate.md
 
 # 200,000 calls with one in ten faulted: resident size, descriptors, stats
 # against the ledger (bench/soak.lua).

@@ -5,7 +5,10 @@
  * client needs X-Ca-Request-Id and the JSON), made by C with one reused easy
  * handle and nothing else: no Lua, no JSON decoding, no result.
  *
- *   ALIOCR_APPCODE=<code> limit <interface URL> <image URL> <calls>
+ *   ALIOCR_APPCODE=<code> [BENCH_CA_FILE=<file>] limit <interface URL> <image URL> <calls>
+ *
+ * BENCH_CA_FILE: the CA file for an https URL (CURLOPT_CAINFO), as aliocr's
+ * ca_file.
  *
  * Prints "calls <n> seconds <s>" and exits 0 when every answer was a 200.
  */
@@ -79,6 +82,7 @@ static double now(void)
 int main(int argc, char **argv)
 {
     const char *appcode = getenv("ALIOCR_APPCODE");
+    const char *ca_file = getenv("BENCH_CA_FILE");
     struct curl_slist *headers = NULL;
     char auth[512], *escaped, *form;
     buffer body = { NULL, 0, 0 }, head = { NULL, 0, 0 };
@@ -121,6 +125,8 @@ int main(int argc, char **argv)
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
     curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, 10L);
+    if (ca_file && *ca_file)
+        curl_easy_setopt(easy, CURLOPT_CAINFO, ca_file);
     t.easy = easy;
     curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(easy, CURLOPT_PREREQDATA, (void *)&t);

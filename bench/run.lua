@@ -22,6 +22,9 @@ local OUT = root .. "/build/bench"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "5")
 local APPCODE = "bench-appcode"
 local LIMIT = root .. "/build/bench/limit"
+-- The CA file of the HTTPS contenders: the system store with the
+-- emulator's test CA (bench/common.lua, write_ca_bundle).
+local CA_BUNDLE = OUT .. "/ca-bundle.pem"
 
 local q = common.q
 
@@ -67,13 +70,23 @@ local function rate_of(out)
   return calls / seconds
 end
 
--- The command of a sequential contender (without its environment, ENV).
+-- The command of a sequential contender (without its environment, ENV and
+-- seq_env). The _https contenders are the same programs with the emulator's
+-- HTTPS listener, trusting CA_BUNDLE.
 local function seq_cmd(who, emu, calls, rss_at)
+  local https = who:match("_https$")
+  local url = https and emu.advanced_https or emu.advanced
+  who = who:gsub("_https$", "")
   if who == "limit" then
-    return q(LIMIT) .. " " .. q(emu.advanced) .. " " .. q(emu.image) .. " " .. calls
+    return q(LIMIT) .. " " .. q(url) .. " " .. q(emu.image) .. " " .. calls
   end
-  return "lua5.4 " .. q(root .. "/bench/seq.lua") .. " " .. who .. " " .. q(emu.advanced) .. " " ..
+  return "lua5.4 " .. q(root .. "/bench/seq.lua") .. " " .. who .. " " .. q(url) .. " " ..
     q(emu.image) .. " " .. calls .. (rss_at and (" " .. rss_at) or "")
+end
+
+-- The environment a sequential contender needs besides ENV.
+local function seq_env(who)
+  return who:match("_https$") and ("BENCH_CA_FILE=" .. q(CA_BUNDLE) .. " ") or ""
 end
 
 local function wrk(url, connections, seconds, script)
@@ -103,19 +116,21 @@ local function sequential(emu)
   say("sequential calls, one client (", ROUNDS, " rounds)")
   -- Calls per run: about a second and a half each, from a short first run.
   local n = {}
-  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed", "luasocket" }) do
-    local rate = rate_of(sh(ENV .. seq_cmd(who, emu, 300)))
+  local order = { "limit", "aliocr", "aliocr_signed", "luasocket", "limit_https", "aliocr_https" }
+  for _, who in ipairs(order) do
+    local rate = rate_of(sh(ENV .. seq_env(who) .. seq_cmd(who, emu, 300)))
     n[who] = math.max(500, math.floor(rate * 1.5))
   end
-  local rates = { limit = {}, aliocr = {}, aliocr_signed = {}, luasocket = {}, wrk = {} }
-  local order = { "limit", "aliocr", "aliocr_signed", "luasocket", "wrk" }
+  order[#order + 1] = "wrk"
+  local rates = {}
+  for _, who in ipairs(order) do rates[who] = {} end
   for r = 1, ROUNDS do
     for k = 0, #order - 1 do
       local who = order[(r + k - 1) % #order + 1]   -- each round in another order
       if who == "wrk" then
         rates.wrk[r] = wrk(emu.advanced, 1, 2, { image = emu.image })
       else
-        rates[who][r] = rate_of(sh(ENV .. seq_cmd(who, emu, n[who])))
+        rates[who][r] = rate_of(sh(ENV .. seq_env(who) .. seq_cmd(who, emu, n[who])))
       end
     end
   end
@@ -145,6 +160,110 @@ local function batch(emu)
     pt.ideal = 2000 / pt.concurrency * 0.020
   end
   results.batch = points
+end
+
+-- What a new connection costs the client, over HTTPS against the floor
+-- (openssl s_time on the same listener), and what a batch opens.
+--
+-- A new connection per call: the emulator closes the connection after each
+-- answer to common.CLOSE_APPCODE (a fault rule for that credential only:
+-- the same canned answer, with "Connection: close"), so a client with that
+-- AppCode connects for every call, and nothing else about the call changes.
+-- What one connection costs is then the CPU of a call on a new connection
+-- less that of a call on a kept one (the same program with the first
+-- AppCode). The other ways to get a new connection per call add costs or
+-- hide the one measured: a fresh client per call pays its creation (and
+-- with it a new CA store and connection cache each time, so nothing would be
+-- "after the first"), and idle_timeout (1 s at least) with a pause would
+-- make each connection cost a second of waiting and a cold cache.
+--
+-- The floor: `openssl s_time -new` against the same listener
+-- (common.s_time), user + system CPU on both sides (os.clock() counts
+-- both); `s_time -reuse`, the floor for a client that resumes sessions, is
+-- kept for the note under the table.
+local function new_connections(emu)
+  say("new TLS connections: client CPU against openssl s_time (", ROUNDS, " rounds)")
+  common.close_every_connection(emu, APPCODE, emu.image)
+  -- One run of bench/tls.lua; checks on the emulator's count that each
+  -- call had a connection of its own (new) or all of them one (kept).
+  local function run(face, new, calls, ca, fail)
+    local before = common.connections(emu).https
+    local out = sh("ALIOCR_APPCODE=" .. (new and common.CLOSE_APPCODE or APPCODE) .. " lua5.4 " ..
+      q(root .. "/bench/tls.lua") .. " " .. face .. " " .. q(emu.advanced_https) .. " " .. q(emu.image) .. " " ..
+      q(ca or CA_BUNDLE) .. " " .. calls .. (fail and " fail" or ""))
+    local first, n, seconds, failed = out:match("first ([%d.]+) calls (%d+) seconds ([%d.]+) failed (%d+)")
+    assert(first, out)
+    local opened = common.connections(emu).https - before
+    if fail then
+      assert(tonumber(failed) == calls + 1, out)
+    else
+      local want = new and calls + 1 or 1
+      assert(opened == want, string.format("%s: %d connections for %d calls, not %d", face, opened, calls + 1, want))
+    end
+    return { first_ms = tonumber(first) * 1000, call_ms = tonumber(seconds) * 1000 / tonumber(n) }
+  end
+  -- Calls per run: about half a second of CPU each, from a short first run.
+  local n = {}
+  for _, face in ipairs({ "blocking", "submit" }) do
+    n[face] = math.max(25, math.min(1000, math.floor(500 / run(face, true, 10).call_ms)))
+  end
+  n.fail = math.max(10, math.min(1000, math.floor(500 / run("blocking", false, 5, "-", true).call_ms)))
+  local KEPT = 2000
+  local order = { "s_time_new", "s_time_reuse", "blocking_new", "blocking_kept", "submit_new", "submit_kept",
+    "system_store" }
+  local runs = {}
+  for _, k in ipairs(order) do runs[k] = {} end
+  for r = 1, ROUNDS do
+    for k = 0, #order - 1 do
+      local what = order[(r + k - 1) % #order + 1]   -- each round in another order
+      local face, kind = what:match("^(%a+)_(%a+)$")
+      local m
+      if what == "s_time_new" then m = common.s_time(emu, "-new")
+      elseif what == "s_time_reuse" then m = common.s_time(emu, "-reuse -www /")
+      elseif what == "system_store" then m = run("blocking", false, n.fail, "-", true)
+      else m = run(face, kind == "new", kind == "new" and n[face] or KEPT) end
+      runs[what][r] = m
+    end
+  end
+  local function med(list, field)
+    local v = {}
+    for i, m in ipairs(list) do v[i] = m[field] end
+    return median(v)
+  end
+  local t = { calls = n, kept_calls = KEPT, runs = runs }
+  for _, how in ipairs({ "new", "reuse" }) do
+    local list = runs["s_time_" .. how]
+    t["s_time_" .. how] = { cpu_ms = med(list, "cpu_ms"), user_ms = med(list, "user_ms") }
+  end
+  for _, face in ipairs({ "blocking", "submit" }) do
+    local new, kept = runs[face .. "_new"], runs[face .. "_kept"]
+    t[face] = { first_ms = med(new, "first_ms"), new_call_ms = med(new, "call_ms"),
+      kept_call_ms = med(kept, "call_ms") }
+    t[face].connection_ms = t[face].new_call_ms - t[face].kept_call_ms
+  end
+  t.system_store = { first_ms = med(runs.system_store, "first_ms"), attempt_ms = med(runs.system_store, "call_ms") }
+  common.control(emu, "DELETE", "/faults")
+  results.tls = t
+end
+
+-- The connections a batch of 100 at concurrency 50 opens on a fresh client
+-- (of the default concurrency), then a second batch on the same client
+-- (bench/conns.lua), over HTTP and over HTTPS. With 20 ms added latency
+-- the 50 calls of a batch's start are in flight together.
+local function batch_connections(emu)
+  say("connections opened by a batch of 100 at concurrency 50, then a second batch")
+  settings(emu, { latency_ms = 20 })
+  local c = {}
+  for _, scheme in ipairs({ "http", "https" }) do
+    local out = sh(ENV .. "lua5.4 " .. q(root .. "/bench/conns.lua") .. " " ..
+      q(scheme == "https" and emu.advanced_https or emu.advanced) .. " " .. q(emu.image) .. " " ..
+      q(scheme == "https" and CA_BUNDLE or "-") .. " " .. q(emu.control) .. " 100 50")
+    local first, second = out:match("first (%d+) second (%d+)")
+    assert(first, out)
+    c[scheme] = { first = tonumber(first), second = tonumber(second) }
+  end
+  settings(emu, { latency_ms = 0 })
+  results.connections = c
 end
 
 local function building()
@@ -238,12 +357,35 @@ local function table_rows()
     string.format("%.0f", s.luasocket.median), string.format("%.2f", s.aliocr.median / s.luasocket.median), "", nil)
   row("sequential calls/s vs wrk, 1 connection (the server's limit)", string.format("%.0f", s.aliocr.median),
     string.format("%.0f", s.wrk.median), string.format("%.3f", s.aliocr.median / s.wrk.median), "", nil)
+  row("sequential calls/s over HTTPS vs the C libcurl limit over HTTPS", string.format("%.0f", s.aliocr_https.median),
+    string.format("%.0f", s.limit_https.median), string.format("%.3f", s.aliocr_https.median / s.limit_https.median),
+    "", nil)
+  row("sequential calls/s, HTTPS vs HTTP", string.format("%.0f", s.aliocr_https.median),
+    string.format("%.0f", s.aliocr.median), string.format("%.3f", s.aliocr_https.median / s.aliocr.median), "", nil)
   for _, pt in ipairs(results.batch) do
     if pt.concurrency == 50 then
       local ratio = pt.median / pt.ideal
       row("batch of 2000, 20 ms latency, concurrency 50: seconds vs ideal", string.format("%.3f", pt.median),
         string.format("%.3f", pt.ideal), string.format("%.3f", ratio), "<= 1.10", ratio <= 1.10)
     end
+  end
+  local t = results.tls
+  local floor = t.s_time_new.cpu_ms
+  for _, face in ipairs({ "blocking", "submit" }) do
+    local ratio = t[face].connection_ms / floor
+    row("new TLS connection after the first, " .. (face == "blocking" and "blocking calls" or "submit + wait") ..
+      ": client CPU ms vs openssl s_time -new", string.format("%.3f", t[face].connection_ms),
+      string.format("%.3f", floor), string.format("%.2f", ratio), "<= 1.5", ratio <= 1.5)
+  end
+  row("first TLS connection (the CA store loaded), blocking call: client CPU ms", string.format("%.2f",
+    t.blocking.first_ms), "", "", "", nil)
+  row("system CA store default, a handshake failing the check of the test CA: client CPU ms vs s_time -new",
+    string.format("%.3f", t.system_store.attempt_ms), string.format("%.3f", floor),
+    string.format("%.2f", t.system_store.attempt_ms / floor), "", nil)
+  for _, scheme in ipairs({ "http", "https" }) do
+    local c = results.connections[scheme]
+    row("connections opened by a batch of 100 at concurrency 50 on a fresh client, then a second batch: " ..
+      scheme:upper(), string.format("%d, %d", c.first, c.second), "", "", "50, 0", c.first == 50 and c.second == 0)
   end
   local b = results.building
   row("result building, 5000-line handwriting answer: ms vs cjson.decode",
@@ -271,16 +413,26 @@ local function markdown(rows)
   out[#out + 1] = ""
   out[#out + 1] = string.format("Medians of %d interleaved rounds; %s, %d CPUs, Linux %s, %s, %s.",
     results.rounds, m.cpu, m.cpus, m.kernel, m.lua, "libcurl " .. m.curl)
+  local t = results.tls
+  out[#out + 1] = ""
+  out[#out + 1] = string.format("Client CPU per TLS connection, user + system (user only): openssl s_time " ..
+    "-new %.3f ms (%.3f), one session resumed (-reuse -www /) %.3f ms (%.3f). aliocr: a call on a new " ..
+    "connection %.3f ms, on a kept one %.3f ms (blocking calls; submit + wait: %.3f and %.3f); %d, %d and %d " ..
+    "new connections a run (blocking, submit, system store); the CA file is the system store with the " ..
+    "emulator's CA.", t.s_time_new.cpu_ms, t.s_time_new.user_ms, t.s_time_reuse.cpu_ms, t.s_time_reuse.user_ms,
+    t.blocking.new_call_ms, t.blocking.kept_call_ms, t.submit.new_call_ms, t.submit.kept_call_ms,
+    t.calls.blocking, t.calls.submit, t.calls.fail)
   return table.concat(out, "\n") .. "\n"
 end
 
 local function charts()
   local s = results.sequential
   local f = assert(io.open(OUT .. "/sequential.dat", "w"))
-  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed", "luasocket", "wrk" }) do
+  for _, who in ipairs({ "limit", "aliocr", "aliocr_signed", "luasocket", "limit_https", "aliocr_https", "wrk" }) do
     local label = ({ limit = "C libcurl limit", aliocr = "aliocr", aliocr_signed = "aliocr,\\nsignature auth",
       luasocket = "LuaSocket\\n+ lua-cjson",
-      wrk = "wrk\\n(the server's limit)" })[who]
+      wrk = "wrk\\n(the server's limit)", limit_https = "C libcurl limit,\\nHTTPS",
+      aliocr_https = "aliocr,\\nHTTPS" })[who]
     f:write(string.format("\"%s\" %.1f\n", label, s[who].median))
   end
   f:close()
@@ -291,7 +443,7 @@ local function charts()
   f:close()
   f = assert(io.open(OUT .. "/charts.gp", "w"))
   f:write(string.format([[
-set terminal pngcairo size 800,480 font "DejaVu Sans,11"
+set terminal pngcairo size 1040,480 font "DejaVu Sans,11"
 set output "%s/sequential.png"
 set bmargin 5
 set offsets 0, 0, graph 0.08, 0
@@ -344,12 +496,18 @@ machine()
 local emu = start_emulator()
 emu.image = emu.images .. "sample.png"
 local ok, err = pcall(function()
-  sequential(emu)
-  batch(emu)
-  building()
-  memory(emu)
-  instructions(emu)
-  nginx_handler(emu)
+  common.write_ca_bundle(emu, CA_BUNDLE)
+  -- Each benchmark's wall time, in results.json and on stderr.
+  results.seconds = {}
+  local sections = { { "sequential", sequential }, { "batch", batch }, { "new_connections", new_connections },
+    { "batch_connections", batch_connections }, { "building", building }, { "memory", memory },
+    { "instructions", instructions }, { "nginx", nginx_handler } }
+  for _, s in ipairs(sections) do
+    local start = socket.gettime()
+    s[2](emu)
+    results.seconds[s[1]] = socket.gettime() - start
+    say(string.format("  %.0f s", results.seconds[s[1]]))
+  end
 end)
 emu.stop()
 if not ok then

@@ -1,7 +1,9 @@
 -- The main job in one script (`make demo` runs it): reads the sample images
 -- of examples/images/ with both interfaces, then as a batch with progress,
 -- prints their text and line positions, shows what an error object looks
--- like (with its `billed` field), and what was billed.
+-- like (with its `billed` field), reads a local file and bytes in memory
+-- through the emulator's OSS (and shows the bucket empty after), and what
+-- was billed.
 --
 -- With no account it starts the local emulator with its Tesseract backend
 -- (real OCR, offline) and stops it at the end:
@@ -38,13 +40,18 @@ local function say(...) io.write(...) io.write("\n") io.stdout:flush() end
 -- The emulator ------------------------------------------------------------------
 
 local DEMO_CODE = "demo-appcode"
+-- The local images' client has a code of its own (its calls are its own
+-- in the ledger), and an OSS AccessKey the emulator's OSS endpoint takes.
+local OSS_CODE, OSS_KEY, OSS_SECRET = "demo-oss-appcode", "LTAIdemoKey", "demo-oss-secret"
 
 -- Starts bin/aliocr-emulator on free ports with the Tesseract backend,
 -- serving examples/images/, with `quota` billed calls allowed; returns what it printed (endpoint, control,
 -- images...) and a function that stops it.
 local function start_emulator(quota)
-  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. DEMO_CODE .. " exec " .. q(root .. "/bin/aliocr-emulator") ..
-    " --port 0 --backend tesseract --quota " .. quota .. " --images " .. q(root .. "/examples/images") .. " 2>&1"
+  local cmd = "echo $$; ALIOCR_EMULATOR_APPCODES=" .. DEMO_CODE .. "," .. OSS_CODE ..
+    " ALIOCR_EMULATOR_OSS_KEYS=" .. OSS_KEY .. ":" .. OSS_SECRET .. " exec " .. q(root .. "/bin/aliocr-emulator") ..
+    " --port 0 --oss-port 0 --backend tesseract --quota " .. quota .. " --images " .. q(root .. "/examples/images") ..
+    " 2>&1"
   local p = assert(io.popen("sh -c " .. q(cmd), "r"))
   local pid = p:read("*l")
   local info, said = {}, {}
@@ -75,6 +82,43 @@ local function ledger(info)
   local t = require("cjson").decode(out).credentials[DEMO_CODE]
   return string.format("%d requests, %d billed, %d not billed, quota left %d", t.requests, t.billed, t.not_billed,
     t.quota_remaining)
+end
+
+-- The objects left in the emulator's OSS bucket (its control endpoint).
+local function objects_left(info)
+  local p = assert(io.popen("curl -sS " .. q(info.control .. "/oss/objects?bucket=aliocr")))
+  local out = p:read("*a")
+  p:close()
+  return #require("cjson").decode(out)
+end
+
+-- Local images: a file, and bytes in memory, through the emulator's OSS
+-- (uploaded with a V4 signature, read by the service through a presigned
+-- URL, deleted after the call).
+local function local_images(info, names)
+  local client = aliocr.new({
+    appcode = OSS_CODE, endpoint = info.endpoint,
+    oss = { endpoint = info.oss, region = info["oss-region"], bucket = "aliocr",
+            access_key_id = OSS_KEY, access_key_secret = OSS_SECRET },
+  })
+  local path = root .. "/examples/images/" .. names[1]
+  local res, err = client:recognize({ file = path })
+  say("-- a file: ", names[1])
+  say(res and res.text or tostring(err))
+  local image = assert(io.open(root .. "/examples/images/" .. names[#names], "rb"))
+  local bytes = image:read("*a")
+  image:close()
+  res, err = client:handwriting({ bytes = bytes, name = names[#names] })
+  say("-- bytes in memory: ", names[#names], " (", #bytes, " bytes)")
+  if res then
+    for _, line in ipairs(res.lines) do say("  ", line.words) end
+  else
+    say(tostring(err))
+  end
+  local st = client:stats()
+  say(string.format("  %d uploads, %d deletes; objects left in the bucket: %d", st.uploads, st.deletes,
+    objects_left(info)))
+  client:close()
 end
 
 -- The demo ---------------------------------------------------------------------
@@ -161,6 +205,8 @@ local function main(stop_holder)
     summary.billed, summary.elapsed))
 
   if info then
+    say("\n== local images (a file, and bytes in memory) through the emulator's OSS")
+    local_images(info, list_samples())
     -- The emulator allowed this code `quota` billed calls, all used now.
     say("\n== the emulator allowed ", quota, " billed calls, all used now: one more")
     local _, quota_err = client:recognize(urls[1])

@@ -5,6 +5,9 @@
 --
 --   ALIOCR_APPCODE=<code> ALIOCR_ENDPOINT=http://127.0.0.1:8080 \
 --     lua5.4 examples/game_loop.lua IMAGE_URL [JOBS]
+--
+-- Over HTTPS with a CA of your own (the emulator's ca-file, say), name it in
+-- ALIOCR_CA_FILE.
 local aliocr = require("aliocr")
 local clock = require("aliocr.core") -- monotonic() and sleep(): the host's own clock in a real game
 
@@ -16,7 +19,7 @@ if not image then
 end
 
 local FRAME = 1 / 60
-local client = aliocr.new({ concurrency = 4 })
+local client = aliocr.new({ concurrency = 4, ca_file = os.getenv("ALIOCR_CA_FILE") })
 local submitted, done, failed, frames, worst = 0, 0, 0, 0, 0
 
 while done < jobs do

@@ -4,11 +4,15 @@
 --
 --     location = /ocr { content_by_lua_block { require("ocr").handle() } }
 --
--- GET /ocr?url=<image URL>[&kind=handwriting][&show=1] answers JSON:
+-- GET /ocr?url=<image URL>[&kind=handwriting][&show=1], or POST /ocr with the
+-- image itself as the body (kind and show in the query as well; aliocr
+-- stores it in OSS, configured by ALIOCR_OSS_* and ALIBABA_CLOUD_ACCESS_KEY_*,
+-- and deletes it after the call), answers JSON:
 -- 200 with { ok, msg, text, lines (when any), billed, request_id, attempts } on
 -- success; 400 with { error } for a bad request (each argument at most once,
--- with a value); 502 with { kind, msg, status, billed, retryable, attempts,
--- request_id, error } when the call failed ("billed": null means unknown).
+-- with a value; a body that is not an image: with kind "image"); 502 with
+-- { kind, msg, status, billed, retryable, attempts, request_id, error } when
+-- the call failed ("billed": null means unknown).
 -- Every string in an answer is valid UTF-8: a byte that is not (from the URL,
 -- or from the upstream) is written as the text \xNN.
 --
@@ -111,12 +115,28 @@ local function misuse(e)
   return type(e) == "string" and e:match("^[^\n]-(aliocr: .*)$") or nil
 end
 
+-- The image of a POST: its body, in memory or in nginx's temporary file;
+-- or nil and why not.
+local function posted_image()
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  if data then return { bytes = data } end
+  local file = ngx.req.get_body_file()
+  if file then return { file = file } end
+  return nil, "POST the image as the body"
+end
+
 function M.handle()
   local args, truncated = ngx.req.get_uri_args(20)
   if truncated == "truncated" then return answer(400, { error = "too many query arguments (at most 20)" }) end
   local url, bad = argument(args, "url", " (percent-encode the image URL: its & as %26, = as %3D)")
   if bad then return answer(400, { error = bad }) end
-  if not url then return answer(400, { error = "give the image as ?url=<http(s) URL>" }) end
+  if ngx.req.get_method() == "POST" then
+    if url then return answer(400, { error = "POST the image as the body, or GET with ?url=, not both" }) end
+    url, bad = posted_image()
+    if bad then return answer(400, { error = bad }) end
+  end
+  if not url then return answer(400, { error = "give the image as ?url=<http(s) URL>, or POST it as the body" }) end
   local kind
   kind, bad = argument(args, "kind")
   if bad then return answer(400, { error = bad }) end
@@ -144,6 +164,8 @@ function M.handle()
       request_id = res.request_id, attempts = res.attempts,
     })
   end
+  -- A posted body that is not an image (empty, too large, another type).
+  if err.kind == "image" then return answer(400, { error = err.msg, kind = err.kind }) end
   -- tostring(err) names the kind, status, billing, attempts and the
   -- gateway's request id, never a credential.
   ngx.log(ngx.WARN, "aliocr ", kind, " failed, request id ", log_safe(err.request_id or "none"), ": ",
