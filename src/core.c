@@ -291,7 +291,22 @@ static int core_isatty(lua_State *L)
     return 1;
 }
 
+/***
+ * Grows the Lua stack, so that calling a function right after (up to the
+ * largest frame Lua allows) needs no growth. Lua 5.3 and 5.4 may run the
+ * collector, and so a finalizer, when a call grows the stack: a client
+ * looks at its state after this and then calls user code, with nothing in
+ * between that could run one. Never raises (the call itself then would).
+ * @function reserve_stack
+ */
+static int core_reserve_stack(lua_State *L)
+{
+    (void)lua_checkstack(L, 300);
+    return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"reserve_stack", core_reserve_stack},
     {"isatty", core_isatty},
     {"catch_interrupts", core_catch_interrupts},
     {"interrupted", core_interrupted},

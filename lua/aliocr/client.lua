@@ -8,6 +8,7 @@
 -- caller's line.
 -- @module aliocr.client
 local core = require("aliocr.core")
+local reserve_stack = core.reserve_stack
 local curl = require("aliocr.curl")
 local budget = require("aliocr.budget")
 local limiter = require("aliocr.limiter")
@@ -118,10 +119,18 @@ function Client:_op(f, ...)
   return finish(self, pcall(f, self, ...))
 end
 
--- Runs user code `f(...)` from inside an operation, with _in_op cleared.
+-- Runs user code `f(...)` from inside an operation, with _in_op cleared;
+-- not once the client is closed. The stack is grown first: the call could
+-- otherwise grow it, run a finalizer there that closes the client, and so
+-- call f after the check (see core.reserve_stack).
 function Client:_user(f, ...)
   local saved = self._in_op
   self._in_op = false
+  reserve_stack()
+  if self._closed then
+    self._in_op = saved
+    return
+  end
   local ok, e = pcall(f, ...)
   self._in_op = saved
   if not ok then error(e, 0) end

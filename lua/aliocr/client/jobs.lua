@@ -439,7 +439,19 @@ end
 -- Starts an attempt of a job (taken off the queue or the retry set). The
 -- job is `_starting` throughout (close cancels it, and a finalizer may):
 -- what was made for it is taken back when it was cancelled meanwhile.
+local start
 function Client:_start(job)
+  local ok, e = pcall(start, self, job)
+  if not ok then
+    -- An error escaped (an interrupt, a closed engine) with the job still
+    -- starting: it is cancelled, not left where no close could see it.
+    if self._starting == job then self._starting = nil end
+    if job.state == "starting" then pcall(job._cancel, job) end
+    error(e, 0)
+  end
+end
+
+function start(self, job)
   job.state = "starting"
   self._starting = job
   local call = job._plan
@@ -504,6 +516,9 @@ function Client:_start(job)
   job._sent_at = now
   local ok, id = pcall(self._engine.add, self._engine, call.api, job._image, call.extra, call.method, call.timeout_ms)
   self._starting = nil
+  -- A close that did not see the job (whatever it was doing then) cancels
+  -- it here: no job runs, or waits, after close.
+  if job.state == "starting" and self._closed then job:_cancel() end
   if not ok or job.state ~= "starting" then
     -- Not sent (the add failed, or the job was cancelled meanwhile).
     if reservation then self._budget:settle(reservation, false) end
