@@ -367,7 +367,15 @@ describe("hostile use", function()
       local _, err = client:recognize(emu.image)
       assert.equal("transport", err.kind)
       assert.is_false(err.retryable)
-      assert.equal(1, err.attempts)
+      assert.matches("wrong version number", err.msg, 1, true)
+      if util.VALGRIND then
+        -- Under valgrind nginx may reset the connection before the client
+        -- reads its plain-text answer: a reset is transient, retried once
+        -- by design, and the retry then sees the mistake.
+        assert.is_true(err.attempts <= 2, tostring(err.attempts))
+      else
+        assert.equal(1, err.attempts)
+      end
       client:close()
     end)
   end)
