@@ -104,7 +104,10 @@ end
 -- on_progress) runs with _in_op cleared, so that it may do anything.
 local function finish(self, ok, ...)
   self._in_op = false
-  if self._close_pending then self:_close_now() end
+  if self._close_pending then
+    local closed, e = pcall(self._close_now, self)
+    if not closed and ok then error(e, 0) end
+  end
   if not ok then error((...), 0) end
   return ...
 end
@@ -249,10 +252,25 @@ end
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
   if self._closed then return true end
-  -- Jobs still pending are cancelled (and accounted as such); none starts.
+  -- Nothing starts from here on.
   self._closed = true
-  -- Each job's cancel on its own: one that raises (from a finalizer, in the
-  -- middle of the client's own code) leaves none of the others pending.
+  -- From a finalizer in the middle of an operation, the rest is done at
+  -- its end (see _op): the client's code may be between two steps of a job
+  -- there (taken off one list, not yet on the next), where no cancel could
+  -- find it, and it still uses the engine and the credentials.
+  if self._in_op then
+    self._close_pending = true
+    return true
+  end
+  return self:_close_now()
+end
+
+-- The rest of close: jobs still pending are cancelled (and accounted as
+-- such), then the engine, the credentials and the store are closed.
+function Client:_close_now()
+  self._close_pending = nil
+  -- Each job's cancel on its own: one that raises (an interrupt, a
+  -- finalizer's error) leaves none of the others pending.
   local ok, e = true, nil
   local listed, jobs = pcall(self._jobs, self)
   if not listed then ok, e = false, jobs; jobs = {} end
@@ -260,24 +278,13 @@ function Client:close()
     local cancelled, err = pcall(job._cancel, job)
     if not cancelled and ok then ok, e = false, err end
   end
-  -- From a finalizer in the middle of an operation, the engine and the
-  -- credentials are closed at its end (see _op): it is still using them.
-  if self._in_op then
-    self._close_pending = true
-  else
-    self:_close_now()
-  end
-  if not ok then error(e, 0) end
-  return true
-end
-
-function Client:_close_now()
-  self._close_pending = nil
   if self._store or self._uploader then pcall(self._remove_orphans, self) end
   self._engine_closed = true
   self._engine:close()
   self._config:close()
   if self._store then self._store:close() end
+  if not ok then error(e, 0) end
+  return true
 end
 
 Client.__close = Client.close
