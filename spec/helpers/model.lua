@@ -418,7 +418,11 @@ local deadline = math.huge
 local function hook()
   if now() > deadline then error(WATCHDOG, 0) end
 end
-local HOOK_COUNT = 10000
+-- Each call of a Lua hook is a point where the collector may run (the
+-- debug library pushes the event's name), at whatever instruction the count
+-- ends on: a finalizer there is something no program without a hook meets.
+-- The watchdog needs few of them.
+local HOOK_COUNT = 200000
 
 local function arm_hook(co)
   if co then debug.sethook(co, hook, "", HOOK_COUNT) else debug.sethook(hook, "", HOOK_COUNT) end
