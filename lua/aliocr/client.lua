@@ -247,11 +247,19 @@ end
 -- collected without `close` does not remove them. No callback runs after close (a job
 -- whose answer was in keeps it in `job.result` or `job.error`). A closed
 -- client raises on use (`stats` and `pending` still answer); a
--- client collected without `close` frees everything too. On Lua 5.4 a client
+-- client collected without `close` frees everything too. Called from a
+-- finalizer (`__gc`) that ran in the middle of one of the client's own calls,
+-- it returns at once and the rest is done when that call returns: nothing
+-- new starts in between. On Lua 5.4 a client
 -- can be a to-be-closed variable (`local client <close> = aliocr.new{...}`).
 function Client:close()
   if getmetatable(self) ~= Client then fail("call client methods with ':'") end
-  if self._closed then return true end
+  if self._closed then
+    -- A close put off by an operation that never ended (a callback of it
+    -- yielded for good, say) is done by the next one.
+    if self._close_pending and not self._in_op then return self:_close_now() end
+    return true
+  end
   -- Nothing starts from here on.
   self._closed = true
   -- From a finalizer in the middle of an operation, the rest is done at

@@ -46,7 +46,7 @@ function Client:_batch_threads(kind, urls, call_opts, limit, on_progress)
       local res, e = self:_call(kind, urls[i], call_opts, stopped)
       results[i] = res or e
       done = done + 1
-      if on_progress and not stopped() then on_progress(done, total) end
+      if on_progress and not stopped() and not self._closed then on_progress(done, total) end
     end
   end)
   -- The calls under way when on_progress raised were finished (with no

@@ -469,6 +469,9 @@ function start(self, job)
     end
     if handled then
       self._starting = nil
+      -- Stopped by a close put off to the end of the operation (see
+      -- Client:close), which will not find it: cancelled here.
+      if job.state == "starting" and self._closed then job:_cancel() end
       return
     end
     if job.state ~= "starting" or self._closed then
@@ -516,9 +519,9 @@ function start(self, job)
   job._sent_at = now
   local ok, id = pcall(self._engine.add, self._engine, call.api, job._image, call.extra, call.method, call.timeout_ms)
   self._starting = nil
-  -- A close that did not see the job (whatever it was doing then) cancels
-  -- it here: no job runs, or waits, after close.
-  if job.state == "starting" and self._closed then job:_cancel() end
+  -- (A close put off to the end of the operation meanwhile lets the job go
+  -- on to running: its end cancels it as such, with what was sent known.)
+  if not ok and job.state == "starting" and self._closed then job:_cancel() end
   if not ok or job.state ~= "starting" then
     -- Not sent (the add failed, or the job was cancelled meanwhile).
     if reservation then self._budget:settle(reservation, false) end
