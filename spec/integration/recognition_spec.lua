@@ -209,7 +209,7 @@ describe("recognition with the emulator's tesseract backend", function()
         function() done = done + 1 end)
     end
     client:poll(0.05)
-    local answered, worst = 0, 0
+    local answered, worst, took_all = 0, 0, {}
     while done < 8 do
       local t = socket.gettime()
       local health = http.request({ url = emu.control .. "/health", timeout = 5 })
@@ -221,13 +221,20 @@ describe("recognition with the emulator's tesseract backend", function()
         assert.equal(200, img.status)
         answered = answered + 1
         worst = math.max(worst, took)
+        took_all[#took_all + 1] = took
       end
     end
     client:wait()
-    print(string.format("# recognition: one image %.0f ms; while 8 were read, %d answers, the slowest %.0f ms",
-      one * 1000, answered, worst * 1000))
+    table.sort(took_all)
+    local median = took_all[math.ceil(#took_all / 2)] or math.huge
+    print(string.format("# recognition: one image %.0f ms; while 8 were read, %d answers, the median %.0f ms, " ..
+      "the slowest %.0f ms", one * 1000, answered, median * 1000, worst * 1000))
     assert.is_true(answered >= 3, "answers while busy: " .. answered)
-    assert.is_true(worst < one / 2, string.format("an answer took %.3f s while one image takes %.3f s", worst, one))
+    -- A backend that blocked nginx would hold most answers until an image
+    -- is read; on a loaded machine (CI runs four runtimes at once) one
+    -- answer now and then is slow anyway, so the median is what is held.
+    assert.is_true(median < one / 2, string.format("the median answer took %.3f s while one image takes %.3f s",
+      median, one))
   end)
 
   it("switches between the canned and the tesseract backend at run time", function()
