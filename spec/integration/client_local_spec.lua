@@ -181,6 +181,22 @@ describe("local images through an uploader", function()
     assert.same({}, served_files())
   end)
 
+  it("a clean-up that closes the client runs once, and counts one delete", function()
+    -- Found by review: close found the job still holding what it stored and
+    -- ran its clean-up again, from inside the first.
+    local cleaned, c = 0, nil
+    c = aliocr.new({ appcode = "demo", endpoint = emu.endpoint, uploader = function()
+      return emu.image, function()
+        cleaned = cleaned + 1
+        c:close()
+      end
+    end })
+    local job = c:submit("recognize", { bytes = PNG })
+    c:wait()
+    assert.same({ 1, "done", SEED_TEXT }, { cleaned, job.state, job.result and job.result.text })
+    assert.same({ 1, 1 }, { c:stats().uploads, c:stats().deletes })
+  end)
+
   it("the clean-up runs whatever the call's outcome; one that raises is the result's cleanup_error", function()
     local cleaned = 0
     local c = aliocr.new({ appcode = "wrong", endpoint = emu.endpoint, retries = 0,

@@ -367,9 +367,11 @@ function Client:_start_storage(job)
     req = self._store:put(job._img, job._key)
   else -- delete
     if job._stored.cleanup then
-      local out = job.result or job.error
-      out.cleanup_error = self:_unstore(job._plan, job._stored)
+      -- Taken off the job first: a close while the clean-up runs (from
+      -- it, or from a finalizer) must not find it and run it again.
+      local stored, out = job._stored, job.result or job.error
       job._stored = nil
+      out.cleanup_error = self:_unstore(job._plan, stored)
       self:_done(job, job.result, job.error)
       return true
     end
