@@ -292,8 +292,8 @@ static int core_isatty(lua_State *L)
 }
 
 /***
- * Grows the Lua stack, so that calling a function right after (up to the
- * largest frame Lua allows) needs no growth. Lua 5.3 and 5.4 may run the
+ * Grows the Lua stack, so that a call right after, through a few small
+ * frames to a function of the largest frame Lua allows, needs no growth. Lua 5.3 and 5.4 may run the
  * collector, and so a finalizer, when a call grows the stack: a client
  * looks at its state after this and then calls user code, with nothing in
  * between that could run one. Never raises (the call itself then would).
@@ -301,7 +301,7 @@ static int core_isatty(lua_State *L)
  */
 static int core_reserve_stack(lua_State *L)
 {
-    (void)lua_checkstack(L, 300);
+    (void)lua_checkstack(L, 512);
     return 0;
 }
 

@@ -122,20 +122,28 @@ function Client:_op(f, ...)
   return finish(self, pcall(f, self, ...))
 end
 
--- Runs user code `f(...)` from inside an operation, with _in_op cleared;
--- not once the client is closed. The stack is grown first: the call could
--- otherwise grow it, run a finalizer there that closes the client, and so
--- call f after the check (see core.reserve_stack).
-function Client:_user(f, ...)
+local function restore(self, saved, ...)
+  self._in_op = saved
+  return ...
+end
+
+-- Runs user code `f(...)` (an uploader, its clean-up) from inside an
+-- operation, with _in_op cleared so that it may use the client: pcall's
+-- results.
+function Client:_pcall_user(f, ...)
   local saved = self._in_op
   self._in_op = false
+  return restore(self, saved, pcall(f, ...))
+end
+
+-- Runs a callback `f(...)` as _pcall_user does, raising its error; not once
+-- the client is closed. The stack is grown first: the call could otherwise
+-- grow it, run a finalizer there that closes the client, and so call f
+-- after the check (see core.reserve_stack).
+function Client:_user(f, ...)
   reserve_stack()
-  if self._closed then
-    self._in_op = saved
-    return
-  end
-  local ok, e = pcall(f, ...)
-  self._in_op = saved
+  if self._closed then return end
+  local ok, e = self:_pcall_user(f, ...)
   if not ok then error(e, 0) end
 end
 

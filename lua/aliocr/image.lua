@@ -115,6 +115,14 @@ function M.load(v, max_bytes)
   return { file = v.file, bytes = v.bytes, size = size, type = ctype, ext = ext, name = name }
 end
 
+--- The error of an upload whose file the engine could not open when it
+-- sent it (gone since it was checked): `message` is the engine's ("cannot
+-- open the file to send: ...").
+function M.unsendable(message)
+  return image_error("UNREADABLE", "cannot read the image file: " ..
+    tostring(message):gsub("^.-cannot open the file to send: ", ""))
+end
+
 --- A loaded image's bytes (a file's read whole: for an uploader function,
 -- which takes bytes), or nil and an error of kind "image".
 function M.bytes(img)

@@ -214,10 +214,7 @@ end
 function Client:_run_uploader(img)
   local bytes, err = image_check.bytes(img)
   if not bytes then return nil, err end
-  local saved = self._in_op
-  self._in_op = false
-  local ok, url, cleanup = pcall(self._uploader, bytes, img.name, img.type)
-  self._in_op = saved
+  local ok, url, cleanup = self:_pcall_user(self._uploader, bytes, img.name, img.type)
   if not ok then return nil, errors.uploader("the uploader raised: " .. tostring(url), "upload") end
   if url == nil then return nil, errors.uploader(cleanup or "the uploader returned nil", "upload") end
   if cleanup ~= nil and type(cleanup) ~= "function" then
@@ -263,8 +260,7 @@ function Client:_storage_request(call, req, action, stop)
       end
       -- The file could not be opened (gone since it was checked, say).
       if action == "upload" and tostring(r):find("cannot open the file to send", 1, true) then
-        return image_check.error("UNREADABLE", "cannot read the image file: " ..
-          tostring(r):gsub("^.-cannot open the file to send: ", ""))
+        return image_check.unsendable(r)
       end
       error(r, 0)
     end
@@ -312,10 +308,7 @@ end
 function Client:_unstore(call, stored, stop)
   local err
   if stored.cleanup then
-    local saved = self._in_op
-    self._in_op = false
-    local ok, e = pcall(stored.cleanup)
-    self._in_op = saved
+    local ok, e = self:_pcall_user(stored.cleanup)
     if not ok then err = errors.uploader("the uploader's clean-up raised: " .. tostring(e), "delete") end
   elseif stored.key and not self._store.keep then
     err = self:_storage_request(call, self._store:delete(stored.key), "delete", stop)

@@ -391,8 +391,7 @@ function Client:_start_storage(job)
   if not ok then
     if job._phase == "upload" and not self._closed then
       -- The file could not be opened (gone since it was checked).
-      self:_failed_local(job, image_check.error("UNREADABLE", "cannot read the image file: " ..
-        tostring(id):gsub("^cannot open the file to send: ", "")))
+      self:_failed_local(job, image_check.unsendable(id))
       return true
     end
     error(id, 0)
