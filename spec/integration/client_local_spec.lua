@@ -285,6 +285,9 @@ describe("local images through an uploader", function()
   it("a job cancelled after its upload still has its image cleaned up (at the next drive)", function()
     local log = {}
     local c = client(log)
+    -- Its call answered late, so that it is still under way when cancelled
+    -- (the worker thread may otherwise have its answer already).
+    emu:fault({ mode = "latency", ms = 1000, times = 1 })
     local job = c:submit("recognize", { bytes = PNG, name = "c.png" }, nil, function() error("never runs") end)
     -- The first poll loads and uploads it (the uploader runs there) and starts the call.
     c:poll(0)
